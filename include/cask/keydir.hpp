@@ -1,0 +1,292 @@
+// cask/keydir.hpp - the in-memory index from key to the newest record.
+//
+// hash_keydir is the reference keydir policy. It keeps no keys in memory:
+// each entry is 16 bytes, the key's full 64-bit hash and the record's
+// location (segment id, offset). A lookup compares hashes in the table and
+// confirms a candidate by comparing the key bytes stored in the log, which it
+// reads anyway to return the value. At the table's load factor of 0.4 to 0.8
+// this is 20 to 40 bytes per key, keys included (DESIGN.md "Keydir").
+//
+// Layout: 64 shards by the hash's low bits, each an open-addressing table
+// with linear probing from the home slot given by the hash's high bits.
+// Erased entries become markers, cleared when a shard is rebuilt; a shard
+// grows (or is rebuilt at its size) when live + marked entries pass 80%, so
+// one rebuild moves 1/64 of the index.
+//
+// Thread safety: find() and for_each() may run in any number of threads
+// concurrently with one mutating thread (upsert, erase, replace_if, purge),
+// each inside a read section of the epoch_domain given at construction.
+// Mutators must be serialized by the caller. Replaced tables are freed after
+// a grace period.
+//
+// The policy interface (concept cask::keydir_policy): construction from an
+// epoch_domain&, and the public members below, taking `match`, a callable
+// bool(location) that says whether the record at a location holds the key.
+#pragma once
+
+#include <cask/detail/epoch.hpp>
+
+#include <atomic>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+
+namespace cask {
+
+/// Where a record lives: segment id and byte offset in that segment's file.
+/// Packed into 64 bits in the keydir; segment ids are below 2^31, and the
+/// remaining bit marks a tombstone (used only while a store recovers).
+struct location {
+  std::uint32_t segment = 0;
+  std::uint32_t offset = 0;
+  bool tombstone = false;
+
+  friend bool operator==(const location&, const location&) = default;
+
+  static constexpr std::uint64_t tombstone_bit = std::uint64_t{1} << 63;
+  constexpr std::uint64_t pack() const noexcept {
+    return (std::uint64_t{segment} << 32) | offset | (tombstone ? tombstone_bit : 0);
+  }
+  static constexpr location unpack(std::uint64_t v) noexcept {
+    return {static_cast<std::uint32_t>((v >> 32) & 0x7fffffffu), static_cast<std::uint32_t>(v),
+            (v & tombstone_bit) != 0};
+  }
+};
+
+class hash_keydir {
+  static constexpr std::uint64_t empty_hash = 0, erased_hash = 1;
+  static constexpr unsigned shard_bits = 6;
+  static constexpr std::size_t shard_count = std::size_t{1} << shard_bits;
+  static constexpr std::size_t min_capacity = 16;
+
+  struct slot {
+    std::atomic<std::uint64_t> hash{empty_hash};
+    std::atomic<std::uint64_t> loc{0};
+  };
+  struct table {
+    explicit table(std::size_t cap)
+        : mask(cap - 1), shift(64u - static_cast<unsigned>(std::countr_zero(cap))), slots(new slot[cap]) {}
+    std::size_t capacity() const noexcept { return mask + 1; }
+    std::size_t home(std::uint64_t h) const noexcept { return static_cast<std::size_t>(h >> shift) & mask; }
+    std::size_t mask;
+    unsigned shift;
+    std::unique_ptr<slot[]> slots;
+  };
+  struct alignas(64) shard {
+    std::atomic<table*> t{nullptr};
+    std::size_t live = 0;  // writer-owned
+    std::size_t used = 0;  // live + erased markers; writer-owned
+  };
+
+ public:
+  /// Thread-safe counts for stats().
+  struct stats_type {
+    std::size_t entries = 0;       ///< live keys
+    std::size_t memory_bytes = 0;  ///< bytes held by the tables
+    std::size_t slots = 0;         ///< table slots (entries / slots = load factor)
+  };
+
+  explicit hash_keydir(detail::epoch_domain& epoch) : epoch_(epoch) {
+    for (auto& s : shards_) s.t.store(new table(min_capacity), std::memory_order_relaxed);
+  }
+  hash_keydir(const hash_keydir&) = delete;
+  hash_keydir& operator=(const hash_keydir&) = delete;
+  ~hash_keydir() {
+    for (auto& s : shards_) delete s.t.load(std::memory_order_relaxed);
+  }
+
+  /// The location of the entry with hash `h` for which match(location) holds.
+  /// Reader side: call inside a read section.
+  template <class Match>
+  std::optional<location> find(std::uint64_t h, Match&& match) const {
+    h = normalize(h);
+    const table* t = shard_of(h).t.load(std::memory_order_seq_cst);
+    for (std::size_t i = t->home(h);; i = (i + 1) & t->mask) {
+      const std::uint64_t hv = t->slots[i].hash.load(std::memory_order_seq_cst);
+      if (hv == empty_hash) return std::nullopt;
+      if (hv == h) {
+        const location l = location::unpack(t->slots[i].loc.load(std::memory_order_seq_cst));
+        if (match(l)) return l;
+      }
+    }
+  }
+
+  /// Inserts or updates the entry for a key. If an entry matches and
+  /// replace(old) is true, it is set to `loc`; if none matches, `loc` is
+  /// inserted. Returns the old location when one matched (whether or not it
+  /// was replaced). Writer side.
+  template <class Match, class Replace>
+  std::optional<location> upsert(std::uint64_t h, location loc, Match&& match, Replace&& replace) {
+    h = normalize(h);
+    shard& s = shard_of(h);
+    table* t = s.t.load(std::memory_order_relaxed);
+    std::size_t free_slot = SIZE_MAX;
+    std::size_t i = t->home(h);
+    for (;; i = (i + 1) & t->mask) {
+      const std::uint64_t hv = t->slots[i].hash.load(std::memory_order_relaxed);
+      if (hv == empty_hash) break;
+      if (hv == erased_hash) {
+        if (free_slot == SIZE_MAX) free_slot = i;
+      } else if (hv == h) {
+        const location old = location::unpack(t->slots[i].loc.load(std::memory_order_relaxed));
+        if (match(old)) {
+          if (replace(old)) t->slots[i].loc.store(loc.pack(), std::memory_order_release);
+          return old;
+        }
+      }
+    }
+    if (free_slot == SIZE_MAX) {
+      if ((s.used + 1) * 5 > t->capacity() * 4) {
+        rebuild(s, s.live + 1);
+        t = s.t.load(std::memory_order_relaxed);
+        for (free_slot = t->home(h); t->slots[free_slot].hash.load(std::memory_order_relaxed) != empty_hash;
+             free_slot = (free_slot + 1) & t->mask) {
+        }
+      } else {
+        free_slot = i;
+      }
+      ++s.used;
+    }
+    // The location first, then the hash that makes the slot visible.
+    t->slots[free_slot].loc.store(loc.pack(), std::memory_order_release);
+    t->slots[free_slot].hash.store(h, std::memory_order_release);
+    ++s.live;
+    live_.fetch_add(1, std::memory_order_relaxed);
+    return std::nullopt;
+  }
+
+  /// upsert() that always replaces.
+  template <class Match>
+  std::optional<location> upsert(std::uint64_t h, location loc, Match&& match) {
+    return upsert(h, loc, std::forward<Match>(match), [](location) { return true; });
+  }
+
+  /// Removes the entry that matches; returns its location. Writer side.
+  template <class Match>
+  std::optional<location> erase(std::uint64_t h, Match&& match) {
+    h = normalize(h);
+    shard& s = shard_of(h);
+    table* t = s.t.load(std::memory_order_relaxed);
+    for (std::size_t i = t->home(h);; i = (i + 1) & t->mask) {
+      const std::uint64_t hv = t->slots[i].hash.load(std::memory_order_relaxed);
+      if (hv == empty_hash) return std::nullopt;
+      if (hv == h) {
+        const location old = location::unpack(t->slots[i].loc.load(std::memory_order_relaxed));
+        if (match(old)) {
+          t->slots[i].hash.store(erased_hash, std::memory_order_release);
+          --s.live;
+          live_.fetch_sub(1, std::memory_order_relaxed);
+          return old;
+        }
+      }
+    }
+  }
+
+  /// Sets the entry with hash `h` at location `expected` to `desired`, if it is
+  /// still there (a newer put or an erase wins). Used by the merger to move
+  /// entries; no key comparison is needed since a location names one record.
+  /// Returns whether it replaced. Writer side.
+  bool replace_if(std::uint64_t h, location expected, location desired) {
+    h = normalize(h);
+    table* t = shard_of(h).t.load(std::memory_order_relaxed);
+    const std::uint64_t want = expected.pack();
+    for (std::size_t i = t->home(h);; i = (i + 1) & t->mask) {
+      const std::uint64_t hv = t->slots[i].hash.load(std::memory_order_relaxed);
+      if (hv == empty_hash) return false;
+      if (hv == h && t->slots[i].loc.load(std::memory_order_relaxed) == want) {
+        t->slots[i].loc.store(desired.pack(), std::memory_order_release);
+        return true;
+      }
+    }
+  }
+
+  /// Removes every entry whose location satisfies pred. Writer side.
+  template <class Pred>
+  std::size_t purge_if(Pred&& pred) {
+    std::size_t removed = 0;
+    for (shard& s : shards_) {
+      table* t = s.t.load(std::memory_order_relaxed);
+      for (std::size_t i = 0; i < t->capacity(); ++i) {
+        const std::uint64_t hv = t->slots[i].hash.load(std::memory_order_relaxed);
+        if (hv < 2) continue;
+        if (pred(location::unpack(t->slots[i].loc.load(std::memory_order_relaxed)))) {
+          t->slots[i].hash.store(erased_hash, std::memory_order_release);
+          --s.live;
+          ++removed;
+        }
+      }
+    }
+    live_.fetch_sub(removed, std::memory_order_relaxed);
+    return removed;
+  }
+
+  /// Calls f(location) for every live entry of shard `k` (0 <= k < shards()).
+  /// Reader side: call inside a read section; f must not enter the writer.
+  template <class F>
+  void for_each_in_shard(std::size_t k, F&& f) const {
+    const table* t = shards_[k].t.load(std::memory_order_seq_cst);
+    for (std::size_t i = 0; i < t->capacity(); ++i) {
+      const std::uint64_t hv = t->slots[i].hash.load(std::memory_order_seq_cst);
+      if (hv < 2) continue;
+      f(location::unpack(t->slots[i].loc.load(std::memory_order_seq_cst)));
+    }
+  }
+  static constexpr std::size_t shards() noexcept { return shard_count; }
+
+  /// Grows the tables ahead of inserting about `n` keys (recovery). Writer side.
+  void reserve(std::size_t n) {
+    for (shard& s : shards_) {
+      const std::size_t per = n / shard_count + 1;
+      if (per * 5 > s.t.load(std::memory_order_relaxed)->capacity() * 4) rebuild(s, per);
+    }
+  }
+
+  /// Live entries. Thread-safe.
+  std::size_t size() const noexcept { return live_.load(std::memory_order_relaxed); }
+
+  /// Entry count and memory. Thread-safe (a snapshot that may lag the writer).
+  stats_type stats() const {
+    detail::epoch_domain::guard g(epoch_);
+    stats_type st;
+    st.entries = size();
+    for (const shard& s : shards_) st.slots += s.t.load(std::memory_order_seq_cst)->capacity();
+    st.memory_bytes = st.slots * sizeof(slot) + sizeof(*this);
+    return st;
+  }
+
+ private:
+  static std::uint64_t normalize(std::uint64_t h) noexcept { return h < 2 ? h + 2 : h; }
+  shard& shard_of(std::uint64_t h) noexcept { return shards_[h & (shard_count - 1)]; }
+  const shard& shard_of(std::uint64_t h) const noexcept { return shards_[h & (shard_count - 1)]; }
+
+  /// Copies the live entries of `s` into a new table sized for `need` keys at
+  /// a load of at most 0.5, publishes it, and frees the old one after a grace period.
+  void rebuild(shard& s, std::size_t need) {
+    table* old = s.t.load(std::memory_order_relaxed);
+    std::size_t cap = min_capacity;
+    while (cap < need * 2) cap *= 2;
+    auto* nt = new table(cap);
+    std::size_t moved = 0;
+    for (std::size_t i = 0; i < old->capacity(); ++i) {
+      const std::uint64_t hv = old->slots[i].hash.load(std::memory_order_relaxed);
+      if (hv < 2) continue;
+      std::size_t j = nt->home(hv);
+      while (nt->slots[j].hash.load(std::memory_order_relaxed) != empty_hash) j = (j + 1) & nt->mask;
+      nt->slots[j].loc.store(old->slots[i].loc.load(std::memory_order_relaxed), std::memory_order_relaxed);
+      nt->slots[j].hash.store(hv, std::memory_order_relaxed);
+      ++moved;
+    }
+    s.t.store(nt, std::memory_order_release);
+    s.used = s.live = moved;
+    epoch_.synchronize();
+    delete old;
+  }
+
+  detail::epoch_domain& epoch_;
+  shard shards_[shard_count];
+  std::atomic<std::size_t> live_{0};
+};
+
+}  // namespace cask

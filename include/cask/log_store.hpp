@@ -1,0 +1,1116 @@
+// cask/log_store.hpp - the store. Start here.
+//
+// cask::log_store<Key, Value, Hasher, Codec, Traits> is a Bitcask: writes
+// append checksummed records to the active segment file; an in-memory keydir
+// maps each key to its newest record; a read is one hash lookup plus one read
+// from a memory-mapped segment. See docs/DESIGN.md for the architecture and
+// docs/FORMAT.md for the bytes on disk.
+//
+// Thread safety: any number of threads may call the const members (get,
+// get_ref, contains, size, for_each, stats) and the writing members (put,
+// erase, sync) concurrently on one object; writes are serialized inside,
+// reads never lock and never wait for the writer's disk I/O. close(), moving
+// and destruction must not race with any other call on the same object.
+//
+// One writer per directory: a second log_store (in this or another process)
+// opening the directory for writing fails with errc::store_locked. Any number
+// of read_only stores may open it meanwhile; each sees the store as it was
+// when it opened.
+//
+// Errors: each fallible member has a throwing form (cask::error, which names
+// the file and offset where that applies) and a std::error_code& form.
+// A missing key is not an error. Exceptions thrown by a user's codec while
+// encoding propagate from both forms and leave the store unchanged.
+#pragma once
+
+#include <cask/checksum.hpp>
+#include <cask/codec.hpp>
+#include <cask/concepts.hpp>
+#include <cask/error.hpp>
+#include <cask/format.hpp>
+#include <cask/hash.hpp>
+#include <cask/io.hpp>
+#include <cask/keydir.hpp>
+#include <cask/options.hpp>
+#include <cask/segment.hpp>
+#include <cask/sync.hpp>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace cask {
+
+/// The default component choices. Override one member by deriving:
+///   struct my_traits : cask::default_traits { using sync = cask::sync_always; };
+struct default_traits {
+  using io = posix_io;           ///< file system (posix_io; tests plug a fault-injecting one)
+  using checksum = crc32c;       ///< record checksum (hardware CRC-32C with Boost.CRC fallback)
+  using sync = sync_none;        ///< durability (sync_none, sync_always, sync_interval)
+  using keydir = hash_keydir;    ///< the in-memory index
+};
+
+/// One segment's figures in store_stats.
+struct segment_stats {
+  std::uint32_t id = 0;
+  std::uint64_t bytes = 0;  ///< data bytes, file header included
+  std::uint64_t live_records = 0, live_bytes = 0;
+  std::uint64_t dead_records = 0, dead_bytes = 0;
+  bool active = false;
+};
+
+/// A snapshot of a store's figures; see log_store::stats().
+struct store_stats {
+  std::size_t keys = 0;                 ///< live keys
+  std::size_t keydir_bytes = 0;         ///< memory held by the keydir
+  double keydir_bytes_per_key = 0;      ///< keydir_bytes / keys (keys themselves are not held in memory)
+  std::size_t segments = 0;
+  std::uint64_t data_bytes = 0;         ///< sum of segments' data bytes
+  std::uint64_t live_bytes = 0, dead_bytes = 0;
+  std::uint64_t recovered_torn_bytes = 0;       ///< cut from the newest segment's tail at open
+  std::uint64_t recovered_skipped_records = 0;  ///< corrupt records skipped at open (corruption_policy::skip)
+  std::vector<segment_stats> per_segment;       ///< ascending by id
+};
+
+template <class Key, class Value, class Hasher = default_hasher, class Codec = basic_codec,
+          class Traits = default_traits>
+  requires codec_for<Codec, Key, Value> && key_hasher<Hasher> && checksum_policy<typename Traits::checksum> &&
+           sync_policy<typename Traits::sync>
+class log_store {
+ public:
+  // ---- the architecture, as types ----
+  using key_type = Key;
+  using value_type = Value;
+  using hasher = Hasher;
+  using codec = Codec;
+  using traits = Traits;
+  using io_type = typename Traits::io;
+  using checksum_type = typename Traits::checksum;
+  using sync_type = typename Traits::sync;
+  using keydir_type = typename Traits::keydir;
+  using segment_type = segment<io_type>;
+  using segment_table_type = segment_table<segment_type>;
+
+  /// A zero-copy view of a stored value: the encoded value bytes, in the
+  /// segment's mapping. It owns a reference to the segment, so the bytes stay
+  /// valid and unchanged until the value_ref is destroyed, whatever happens to
+  /// the store meanwhile (overwrites, erases, merges that remove the file,
+  /// close). Holding one keeps the segment mapped and, if it was removed, its
+  /// disk space allocated. Copyable; thread-safe like a shared_ptr.
+  class value_ref {
+   public:
+    value_ref() = default;
+    /// The encoded value bytes.
+    std::span<const std::byte> bytes() const noexcept { return bytes_; }
+    /// The same bytes as characters (for string-like values of basic_codec, the value itself).
+    std::string_view view() const noexcept {
+      return {reinterpret_cast<const char*>(bytes_.data()), bytes_.size()};
+    }
+    std::size_t size() const noexcept { return bytes_.size(); }
+    /// Decodes the value (a copy). Throws decode_error if the codec rejects the bytes.
+    Value decode() const { return Codec::decode(bytes_, std::type_identity<Value>{}); }
+
+   private:
+    friend class log_store;
+    value_ref(std::shared_ptr<const segment_type> s, std::span<const std::byte> b) : seg_(std::move(s)), bytes_(b) {}
+    std::shared_ptr<const segment_type> seg_;
+    std::span<const std::byte> bytes_;
+  };
+
+  // ---- opening and closing ----
+
+  /// Opens (or, with options::create_if_missing, creates) the store in `dir`
+  /// and recovers it: scans every segment, cuts a torn tail off the newest,
+  /// and rebuilds the keydir. Throws cask::error (store_locked, codec_mismatch,
+  /// corruption with file and offset, I/O errors, ...).
+  /// Complexity: linear in the size of the segments.
+  static log_store open(const std::filesystem::path& dir, const options& opts = {}, io_type io = {}) {
+    std::error_code ec;
+    detail::error_site site;
+    auto s = open_state(dir, opts, std::move(io), ec, &site);
+    if (ec) throw error(ec, site.path, site.offset);
+    return log_store(std::move(s));
+  }
+  /// As open(), reporting failure through `ec` (and returning nothing).
+  static std::optional<log_store> open(const std::filesystem::path& dir, const options& opts, std::error_code& ec,
+                                       io_type io = {}) {
+    ec.clear();
+    auto s = open_state(dir, opts, std::move(io), ec, nullptr);
+    if (ec) return std::nullopt;
+    return log_store(std::move(s));
+  }
+
+  log_store(log_store&&) noexcept = default;
+  log_store& operator=(log_store&& o) noexcept {
+    if (this != &o) {
+      std::error_code ignored;
+      close(ignored);
+      s_ = std::move(o.s_);
+    }
+    return *this;
+  }
+  /// Closes the store; errors are ignored (call close() to see them).
+  ~log_store() {
+    std::error_code ignored;
+    close(ignored);
+  }
+
+  /// Seals the active segment (making it durable), stops the background
+  /// flush and releases the directory lock. value_refs stay valid. Further
+  /// calls fail with errc::closed. Idempotent.
+  void close() {
+    std::error_code ec;
+    detail::error_site site;
+    close_impl(ec, &site);
+    if (ec) throw error(ec, site.path, site.offset);
+  }
+  void close(std::error_code& ec) noexcept {
+    ec.clear();
+    close_impl(ec, nullptr);
+  }
+
+  bool is_open() const noexcept { return s_ != nullptr; }
+  /// The store's directory (empty when closed).
+  std::filesystem::path path() const { return s_ ? s_->dir : std::filesystem::path{}; }
+
+  // ---- writing ----
+
+  /// Sets `key` to `value`: appends one record, then points the keydir at it.
+  /// K and V are Key and Value, or types the codec encodes the same way
+  /// (with basic_codec: std::string_view or const char* for std::string).
+  /// The encoded bytes are written once, straight into the log. Under
+  /// sync_always, returns once the record is durable.
+  /// Throws: key_too_large, value_too_large, read_only, store_failed, closed, I/O errors.
+  template <class K, class V>
+    requires lookup_key_for<Codec, Key, K> && lookup_key_for<Codec, Value, V>
+  void put(const K& key, const V& value) {
+    std::error_code ec;
+    detail::error_site site;
+    put_impl(key, value, ec, &site);
+    if (ec) throw error(ec, site.path, site.offset);
+  }
+  template <class K, class V>
+    requires lookup_key_for<Codec, Key, K> && lookup_key_for<Codec, Value, V>
+  void put(const K& key, const V& value, std::error_code& ec) {
+    ec.clear();
+    put_impl(key, value, ec, nullptr);
+  }
+
+  /// Removes `key` by appending a tombstone record. Returns whether the key
+  /// was present (nothing is written when it was not).
+  template <class K>
+    requires lookup_key_for<Codec, Key, K>
+  bool erase(const K& key) {
+    std::error_code ec;
+    detail::error_site site;
+    const bool r = erase_impl(key, ec, &site);
+    if (ec) throw error(ec, site.path, site.offset);
+    return r;
+  }
+  template <class K>
+    requires lookup_key_for<Codec, Key, K>
+  bool erase(const K& key, std::error_code& ec) {
+    ec.clear();
+    return erase_impl(key, ec, nullptr);
+  }
+
+  /// Makes every write that returned before this call durable. After a failed
+  /// flush the store refuses writes (errc::store_failed) until reopened, since
+  /// the kernel may have dropped the pages it could not write.
+  void sync() {
+    std::error_code ec;
+    detail::error_site site;
+    sync_impl(ec, &site);
+    if (ec) throw error(ec, site.path, site.offset);
+  }
+  void sync(std::error_code& ec) {
+    ec.clear();
+    sync_impl(ec, nullptr);
+  }
+
+  // ---- reading ----
+
+  /// The value of `key`, or nothing. Verifies the record's checksum (unless
+  /// options::verify_checksums is off) and fails with checksum_mismatch naming
+  /// file and offset rather than return a wrong value. Lock-free; allocates
+  /// only what decoding the value allocates.
+  template <class K>
+    requires lookup_key_for<Codec, Key, K>
+  std::optional<Value> get(const K& key) const {
+    std::error_code ec;
+    detail::error_site site;
+    auto v = get_impl(key, ec, &site);
+    if (ec) throw error(ec, site.path, site.offset);
+    return v;
+  }
+  template <class K>
+    requires lookup_key_for<Codec, Key, K>
+  std::optional<Value> get(const K& key, std::error_code& ec) const {
+    ec.clear();
+    return get_impl(key, ec, nullptr);
+  }
+
+  /// The value of `key` as a zero-copy value_ref, or nothing. Costs one
+  /// atomic reference-count increment more than get() and copies nothing.
+  template <class K>
+    requires lookup_key_for<Codec, Key, K>
+  std::optional<value_ref> get_ref(const K& key) const {
+    std::error_code ec;
+    detail::error_site site;
+    auto v = get_ref_impl(key, ec, &site);
+    if (ec) throw error(ec, site.path, site.offset);
+    return v;
+  }
+  template <class K>
+    requires lookup_key_for<Codec, Key, K>
+  std::optional<value_ref> get_ref(const K& key, std::error_code& ec) const {
+    ec.clear();
+    return get_ref_impl(key, ec, nullptr);
+  }
+
+  /// Whether `key` is present (its record's checksum verified like get()).
+  template <class K>
+    requires lookup_key_for<Codec, Key, K>
+  bool contains(const K& key) const {
+    std::error_code ec;
+    detail::error_site site;
+    const bool r = contains_impl(key, ec, &site);
+    if (ec) throw error(ec, site.path, site.offset);
+    return r;
+  }
+  template <class K>
+    requires lookup_key_for<Codec, Key, K>
+  bool contains(const K& key, std::error_code& ec) const {
+    ec.clear();
+    return contains_impl(key, ec, nullptr);
+  }
+
+  /// Number of live keys.
+  std::size_t size() const noexcept { return s_ ? s_->keydir.size() : 0; }
+  bool empty() const noexcept { return size() == 0; }
+
+  /// Calls f(const Key&, const Value&) for every live entry, in no particular
+  /// order. Weakly consistent: every key live for the whole iteration is
+  /// visited once, with the value it had at some moment during the call; keys
+  /// written or erased meanwhile may or may not be. f runs outside any
+  /// internal lock and may read or write the store. Throws like get().
+  template <class F>
+  void for_each(F&& f) const {
+    std::error_code ec;
+    detail::error_site site;
+    for_each_impl(f, ec, &site);
+    if (ec) throw error(ec, site.path, site.offset);
+  }
+
+  /// Figures of the keydir and the segments (a snapshot; may lag concurrent writes).
+  store_stats stats() const {
+    store_stats st;
+    if (!s_) return st;
+    const state& s = *s_;
+    const auto kd = s.keydir.stats();
+    st.keys = kd.entries;
+    st.keydir_bytes = kd.memory_bytes;
+    st.keydir_bytes_per_key = kd.entries ? double(kd.memory_bytes) / double(kd.entries) : 0.0;
+    st.recovered_torn_bytes = s.torn_bytes;
+    st.recovered_skipped_records = s.skipped_records;
+    detail::epoch_domain::guard g(s.epoch);
+    const segment_table_type* tab = s.segtab.load(std::memory_order_seq_cst);
+    const segment_type* active = s.active_raw.load(std::memory_order_seq_cst);
+    for (const auto& seg : tab->all()) {
+      segment_stats ss;
+      ss.id = seg->id();
+      ss.bytes = seg->end();
+      const auto& c = seg->counters();
+      ss.live_records = c.live_records.load(std::memory_order_relaxed);
+      ss.live_bytes = c.live_bytes.load(std::memory_order_relaxed);
+      ss.dead_records = c.dead_records.load(std::memory_order_relaxed);
+      ss.dead_bytes = c.dead_bytes.load(std::memory_order_relaxed);
+      ss.active = active && active->id() == seg->id();
+      st.data_bytes += ss.bytes;
+      st.live_bytes += ss.live_bytes;
+      st.dead_bytes += ss.dead_bytes;
+      st.per_segment.push_back(ss);
+    }
+    st.segments = st.per_segment.size();
+    return st;
+  }
+
+ private:
+  using table_ptr = std::shared_ptr<segment_table_type>;
+
+  struct state {
+    explicit state(io_type i) : io(std::move(i)) {}
+    std::filesystem::path dir;
+    options opts;
+    io_type io;
+    typename io_type::dir_lock lock;
+    std::uint32_t codec_id = 0;
+
+    mutable detail::epoch_domain epoch;
+    keydir_type keydir{epoch};
+    std::atomic<segment_table_type*> segtab{nullptr};  // readers
+    table_ptr segtab_owner;                            // writer side, under write_mu
+
+    // Writer state, under write_mu.
+    std::mutex write_mu;
+    std::shared_ptr<segment_type> active;
+    std::atomic<const segment_type*> active_raw{nullptr};  // for stats()
+    std::uint64_t tail = 0;
+    std::uint64_t next_seq = format::first_sequence;
+    std::uint32_t next_id = 1;
+    std::atomic<std::uint64_t> written_seq{0};
+    std::atomic<bool> failed{false};
+
+    // Durability, under sync_mu (lock order: write_mu before sync_mu).
+    std::mutex sync_mu;
+    std::condition_variable sync_cv;
+    bool sync_running = false;
+    std::uint64_t durable_seq = 0;
+    std::uint64_t active_flushed = 0;  // bytes of the active segment known durable
+
+    // Background flush (sync_interval).
+    std::thread flusher;
+    std::mutex flusher_mu;
+    std::condition_variable flusher_cv;
+    bool flusher_stop = false;
+
+    // Recovery figures.
+    std::uint64_t torn_bytes = 0;
+    std::uint64_t skipped_records = 0;
+  };
+
+  explicit log_store(std::unique_ptr<state> s) : s_(std::move(s)) {}
+
+  // ---- helpers ----
+
+  struct key_buffer {
+    std::array<std::byte, 128> small;
+    std::unique_ptr<std::byte[]> big;
+  };
+  template <class K>
+  static std::span<const std::byte> key_bytes(const K& key, key_buffer& buf) {
+    if constexpr (codec_with_bytes_of<Codec, K>) {
+      return Codec::bytes_of(key);
+    } else {
+      const std::size_t n = Codec::encoded_size(key);
+      std::byte* p = buf.small.data();
+      if (n > buf.small.size()) {
+        buf.big = std::make_unique<std::byte[]>(n);
+        p = buf.big.get();
+      }
+      Codec::encode(key, p);
+      return {p, n};
+    }
+  }
+
+  static bool same_bytes(std::span<const std::byte> a, std::span<const std::byte> b) noexcept {
+    return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size()) == 0);
+  }
+
+  static void publish_table(state& s, table_ptr t) {
+    table_ptr old = std::move(s.segtab_owner);
+    s.segtab_owner = std::move(t);
+    s.segtab.store(s.segtab_owner.get(), std::memory_order_release);
+    s.epoch.synchronize();
+    // `old` is freed here; segments it alone held are unmapped.
+  }
+
+  /// A record found by a lookup, valid inside the read section that found it.
+  struct found {
+    const segment_table_type* tab = nullptr;
+    const segment_type* seg = nullptr;
+    std::uint32_t offset = 0;
+    format::record_view rv;
+  };
+
+  /// Looks `kb` up; on success fills `f` and, if asked, verifies the checksum.
+  /// Call inside a read section.
+  static bool lookup(const state& s, std::span<const std::byte> kb, found& f, bool verify, std::error_code& ec,
+                     detail::error_site* site) {
+    const std::uint64_t h = Hasher{}(kb);
+    const segment_type* bad_seg = nullptr;
+    std::uint32_t bad_off = 0;
+    const auto loc = s.keydir.find(h, [&](location l) {
+      // Loaded after the keydir entry: a segment the entry names is in this table.
+      const segment_table_type* tab = s.segtab.load(std::memory_order_seq_cst);
+      const segment_type* seg = tab->find(l.segment);
+      if (!seg || l.offset >= seg->capacity()) return false;
+      const std::byte* p = seg->data() + l.offset;
+      if (format::parse_record_header(p, seg->capacity() - l.offset, f.rv) != format::record_status::ok) {
+        bad_seg = seg;
+        bad_off = l.offset;
+        return false;
+      }
+      if (!same_bytes(f.rv.key, kb)) return false;
+      f.tab = tab;
+      f.seg = seg;
+      f.offset = l.offset;
+      return true;
+    });
+    if (!loc) {
+      if (bad_seg) detail::set_error(ec, site, make_error_code(errc::corruption), bad_seg->path(), bad_off);
+      return false;
+    }
+    if (verify && !format::record_checksum_ok<checksum_type>(f.seg->data() + f.offset, f.rv)) {
+      detail::set_error(ec, site, make_error_code(errc::checksum_mismatch), f.seg->path(), f.offset);
+      return false;
+    }
+    return true;
+  }
+
+  const state* readable(std::error_code& ec) const {
+    if (!s_) ec = make_error_code(errc::closed);
+    return s_.get();
+  }
+
+  template <class K>
+  std::optional<Value> get_impl(const K& key, std::error_code& ec, detail::error_site* site) const {
+    const state* s = readable(ec);
+    if (!s) return std::nullopt;
+    key_buffer buf;
+    const auto kb = key_bytes(key, buf);
+    detail::epoch_domain::guard g(s->epoch);
+    found f;
+    if (!lookup(*s, kb, f, s->opts.verify_checksums, ec, site)) return std::nullopt;
+    try {
+      return Codec::decode(f.rv.value, std::type_identity<Value>{});
+    } catch (const decode_error&) {
+      detail::set_error(ec, site, make_error_code(errc::corruption), f.seg->path(), f.offset);
+      return std::nullopt;
+    }
+  }
+
+  template <class K>
+  std::optional<value_ref> get_ref_impl(const K& key, std::error_code& ec, detail::error_site* site) const {
+    const state* s = readable(ec);
+    if (!s) return std::nullopt;
+    key_buffer buf;
+    const auto kb = key_bytes(key, buf);
+    detail::epoch_domain::guard g(s->epoch);
+    found f;
+    if (!lookup(*s, kb, f, s->opts.verify_checksums, ec, site)) return std::nullopt;
+    return value_ref(f.tab->find_shared(f.seg->id()), f.rv.value);
+  }
+
+  template <class K>
+  bool contains_impl(const K& key, std::error_code& ec, detail::error_site* site) const {
+    const state* s = readable(ec);
+    if (!s) return false;
+    key_buffer buf;
+    const auto kb = key_bytes(key, buf);
+    detail::epoch_domain::guard g(s->epoch);
+    found f;
+    return lookup(*s, kb, f, s->opts.verify_checksums, ec, site);
+  }
+
+  template <class F>
+  void for_each_impl(F& fn, std::error_code& ec, detail::error_site* site) const {
+    const state* s = readable(ec);
+    if (!s) return;
+    std::vector<location> locs;
+    for (std::size_t k = 0; k < keydir_type::shards(); ++k) {
+      locs.clear();
+      std::shared_ptr<const segment_table_type> pin;
+      {
+        detail::epoch_domain::guard g(s->epoch);
+        s->keydir.for_each_in_shard(k, [&](location l) { locs.push_back(l); });
+        pin = s->segtab.load(std::memory_order_seq_cst)->shared_from_this();
+      }
+      for (const location& l : locs) {
+        const segment_type* seg = pin->find(l.segment);
+        format::record_view rv;
+        if (!seg || l.offset >= seg->capacity() ||
+            format::parse_record<checksum_type>(seg->data() + l.offset, seg->capacity() - l.offset, rv) !=
+                format::record_status::ok) {
+          detail::set_error(ec, site, make_error_code(errc::checksum_mismatch),
+                            seg ? seg->path() : std::filesystem::path{}, l.offset);
+          return;
+        }
+        std::optional<Key> key;
+        std::optional<Value> value;
+        try {
+          key.emplace(Codec::decode(rv.key, std::type_identity<Key>{}));
+          value.emplace(Codec::decode(rv.value, std::type_identity<Value>{}));
+        } catch (const decode_error&) {
+          detail::set_error(ec, site, make_error_code(errc::corruption), seg->path(), l.offset);
+          return;
+        }
+        fn(*key, *value);
+      }
+    }
+  }
+
+  state* writable(std::error_code& ec) {
+    if (!s_) return ec = make_error_code(errc::closed), nullptr;
+    if (s_->opts.read_only) return ec = make_error_code(errc::read_only), nullptr;
+    if (s_->failed.load(std::memory_order_relaxed)) return ec = make_error_code(errc::store_failed), nullptr;
+    return s_.get();
+  }
+
+  /// Writer-side key comparison at `l`; reports the old record's segment and size.
+  static bool key_at(const state& s, location l, std::span<const std::byte> kb, segment_type*& seg,
+                     std::uint32_t& size) {
+    seg = s.segtab_owner->find(l.segment);
+    if (!seg) return false;
+    format::record_view rv;
+    if (format::parse_record_header(seg->data() + l.offset, seg->capacity() - l.offset, rv) !=
+        format::record_status::ok)
+      return false;
+    size = rv.size;
+    return same_bytes(rv.key, kb);
+  }
+
+  /// Makes room for a record of `size` bytes in the active segment, sealing
+  /// it and starting a new one if needed. Under write_mu.
+  static bool ensure_room(state& s, std::uint64_t size, std::error_code& ec, detail::error_site* site) {
+    if (s.tail + size <= s.active->capacity()) return true;
+    if (!seal_active(s, /*closing=*/false, ec, site)) return false;
+    const std::uint64_t cap = std::max<std::uint64_t>(s.opts.max_segment_bytes, format::file_header_size + size);
+    auto seg = create_segment(s, s.next_id, cap, ec, site);
+    if (!seg) return false;
+    ++s.next_id;
+    install_active(s, std::move(seg));
+    return true;
+  }
+
+  static void install_active(state& s, std::shared_ptr<segment_type> seg) {
+    s.active = seg;
+    s.active_raw.store(seg.get(), std::memory_order_release);
+    s.tail = seg->end();
+    {
+      std::lock_guard lk(s.sync_mu);
+      s.active_flushed = 0;
+    }
+    publish_table(s, s.segtab_owner->with(std::move(seg)));
+  }
+
+  /// Creates segment `id` with `capacity` bytes, preallocated, mapped
+  /// read-write, with its header written, and makes its name durable.
+  static std::shared_ptr<segment_type> create_segment(state& s, std::uint32_t id, std::uint64_t capacity,
+                                                      std::error_code& ec, detail::error_site* site) {
+    const auto path = s.dir / segment_type::file_name(id);
+    std::error_code e;
+    auto f = s.io.open(path, open_mode::create_new, e);
+    if (e) return detail::set_error(ec, site, e, path), nullptr;
+    auto fail = [&](std::error_code err) {
+      detail::set_error(ec, site, err, path);
+      std::error_code ignored;
+      f.close(ignored);
+      s.io.remove(path, ignored);
+      return nullptr;
+    };
+    f.allocate(capacity, e);
+    if (e) return fail(e);
+    auto m = s.io.map(f, static_cast<std::size_t>(capacity), /*writable=*/true, e);
+    if (e) return fail(e);
+    format::file_header h;
+    h.kind = format::file_kind::segment;
+    h.checksum_id = checksum_type::id;
+    h.codec_id = s.codec_id;
+    h.segment_id = id;
+    format::encode_file_header<checksum_type>(h, m.data());
+    s.io.sync_dir(s.dir, e);
+    if (e) return fail(e);
+    return std::make_shared<segment_type>(id, path, std::move(f), std::move(m), format::file_header_size);
+  }
+
+  /// Cuts the active segment to its data, makes it durable, and (unless
+  /// closing) replaces it in the table by a read-only mapping. An active
+  /// segment without records is removed instead. Under write_mu.
+  static bool seal_active(state& s, bool closing, std::error_code& ec, detail::error_site* site) {
+    auto seg = s.active;
+    if (!seg) return true;
+    const std::uint64_t end = s.tail;
+    std::error_code e;
+    if (end == format::file_header_size) {
+      // Nothing was written: leave no empty segment behind.
+      s.io.remove(seg->path(), e);
+      if (!e) s.io.sync_dir(s.dir, e);
+      if (e) detail::set_error(ec, site, e, seg->path());
+      s.active.reset();
+      s.active_raw.store(nullptr, std::memory_order_release);
+      if (!e && !closing) publish_table(s, s.segtab_owner->without({seg->id()}));
+      return !e;
+    }
+    seg->map().flush(0, static_cast<std::size_t>(end), e);
+    if (!e) seg->file().truncate(end, e);
+    if (!e) seg->file().sync(e);
+    if (e) {
+      s.failed.store(true, std::memory_order_relaxed);
+      detail::set_error(ec, site, e, seg->path(), end);
+      return false;
+    }
+    {
+      std::lock_guard lk(s.sync_mu);
+      s.durable_seq = std::max(s.durable_seq, s.written_seq.load(std::memory_order_relaxed));
+      s.active_flushed = end;
+    }
+    s.active.reset();
+    s.active_raw.store(nullptr, std::memory_order_release);
+    if (closing) return true;
+    auto sealed = open_sealed(s, seg->id(), seg->path(), end, ec, site);
+    if (!sealed) return false;
+    copy_counters(*seg, *sealed);
+    publish_table(s, s.segtab_owner->with(std::move(sealed)));
+    return true;
+  }
+
+  static void copy_counters(const segment_type& from, segment_type& to) {
+    const auto& a = from.counters();
+    auto& b = to.counters();
+    b.live_records.store(a.live_records.load());
+    b.live_bytes.store(a.live_bytes.load());
+    b.dead_records.store(a.dead_records.load());
+    b.dead_bytes.store(a.dead_bytes.load());
+  }
+
+  /// Opens and maps a sealed segment read-only ([0, size)).
+  static std::shared_ptr<segment_type> open_sealed(state& s, std::uint32_t id, const std::filesystem::path& path,
+                                                   std::uint64_t size, std::error_code& ec,
+                                                   detail::error_site* site) {
+    std::error_code e;
+    auto f = s.io.open(path, open_mode::read, e);
+    if (e) return detail::set_error(ec, site, e, path), nullptr;
+    auto m = s.io.map(f, static_cast<std::size_t>(size), /*writable=*/false, e);
+    if (e) return detail::set_error(ec, site, e, path), nullptr;
+    return std::make_shared<segment_type>(id, path, std::move(f), std::move(m), size);
+  }
+
+  template <class K, class V>
+  void put_impl(const K& key, const V& value, std::error_code& ec, detail::error_site* site) {
+    state* s = writable(ec);
+    if (!s) return;
+    const std::size_t klen = Codec::encoded_size(key);
+    const std::size_t vlen = Codec::encoded_size(value);
+    if (klen > s->opts.max_key_bytes) return void(ec = make_error_code(errc::key_too_large));
+    if (vlen > s->opts.max_value_bytes) return void(ec = make_error_code(errc::value_too_large));
+    const std::uint64_t size = format::record_size(klen, vlen);
+    std::uint64_t seq;
+    {
+      std::lock_guard lk(s->write_mu);
+      if (s->failed.load(std::memory_order_relaxed)) return void(ec = make_error_code(errc::store_failed));
+      if (!ensure_room(*s, size, ec, site)) return;
+      segment_type& seg = *s->active;
+      const auto off = static_cast<std::uint32_t>(s->tail);
+      std::byte* p = seg.writable_data() + off;
+      seq = s->next_seq;
+      format::encode_record_header(p, seq, 0, static_cast<std::uint32_t>(klen), static_cast<std::uint32_t>(vlen));
+      // A throwing codec leaves the tail where it was: the bytes are overwritten by the next record.
+      Codec::encode(key, p + format::record_header_size);
+      Codec::encode(value, p + format::record_header_size + klen);
+      format::seal_record<checksum_type>(p, static_cast<std::size_t>(size));
+      s->next_seq = seq + 1;
+      s->tail += size;
+      seg.set_end(s->tail);
+      s->written_seq.store(seq, std::memory_order_relaxed);
+
+      const std::span<const std::byte> kb(p + format::record_header_size, klen);
+      segment_type* old_seg = nullptr;
+      std::uint32_t old_size = 0;
+      const auto old = s->keydir.upsert(Hasher{}(kb), location{seg.id(), off, false},
+                                        [&](location l) { return key_at(*s, l, kb, old_seg, old_size); });
+      seg.counters().add_live(size);
+      if (old) old_seg->counters().live_to_dead(old_size);
+    }
+    if constexpr (sync_type::every_write) sync_to(*s, seq, ec, site);
+  }
+
+  template <class K>
+  bool erase_impl(const K& key, std::error_code& ec, detail::error_site* site) {
+    state* s = writable(ec);
+    if (!s) return false;
+    key_buffer buf;
+    const auto kb = key_bytes(key, buf);
+    if (kb.size() > s->opts.max_key_bytes) return false;  // could never have been stored
+    const std::uint64_t h = Hasher{}(kb);
+    const std::uint64_t size = format::record_size(kb.size(), 0);
+    std::uint64_t seq;
+    {
+      std::lock_guard lk(s->write_mu);
+      if (s->failed.load(std::memory_order_relaxed)) return ec = make_error_code(errc::store_failed), false;
+      segment_type* old_seg = nullptr;
+      std::uint32_t old_size = 0;
+      const auto existing = s->keydir.find(h, [&](location l) { return key_at(*s, l, kb, old_seg, old_size); });
+      if (!existing) return false;
+      if (!ensure_room(*s, size, ec, site)) return false;
+      segment_type& seg = *s->active;
+      const auto off = static_cast<std::uint32_t>(s->tail);
+      std::byte* p = seg.writable_data() + off;
+      seq = s->next_seq;
+      format::encode_record_header(p, seq, format::tombstone, static_cast<std::uint32_t>(kb.size()), 0);
+      if (!kb.empty()) std::memcpy(p + format::record_header_size, kb.data(), kb.size());
+      format::seal_record<checksum_type>(p, static_cast<std::size_t>(size));
+      s->next_seq = seq + 1;
+      s->tail += size;
+      seg.set_end(s->tail);
+      s->written_seq.store(seq, std::memory_order_relaxed);
+      // The rotation above may have replaced the table; look the old segment up again.
+      old_seg = s->segtab_owner->find(existing->segment);
+      s->keydir.erase(h, [&](location l) { return l == *existing; });
+      seg.counters().add_dead(size);
+      if (old_seg) old_seg->counters().live_to_dead(old_size);
+    }
+    if constexpr (sync_type::every_write) sync_to(*s, seq, ec, site);
+    return true;
+  }
+
+  void sync_impl(std::error_code& ec, detail::error_site* site) {
+    if (!s_) return void(ec = make_error_code(errc::closed));
+    if (s_->opts.read_only) return;
+    sync_to(*s_, s_->written_seq.load(std::memory_order_relaxed), ec, site);
+  }
+
+  /// Returns once every record with sequence <= target is durable. One caller
+  /// flushes at a time; the others wait and usually find their record flushed
+  /// by it (group commit).
+  static void sync_to(state& s, std::uint64_t target, std::error_code& ec, detail::error_site* site) {
+    std::unique_lock lk(s.sync_mu);
+    while (s.durable_seq < target) {
+      if (s.failed.load(std::memory_order_relaxed)) return void(ec = make_error_code(errc::store_failed));
+      if (s.sync_running) {
+        s.sync_cv.wait(lk);
+        continue;
+      }
+      s.sync_running = true;
+      lk.unlock();
+      std::shared_ptr<segment_type> seg;
+      std::uint64_t from = 0, to = 0, seq = 0;
+      {
+        // Everything up to `seq` is in [0, to) of `seg` or in segments sealed (and flushed) before it.
+        std::lock_guard wl(s.write_mu);
+        seg = s.active;
+        to = s.tail;
+        seq = s.written_seq.load(std::memory_order_relaxed);
+        std::lock_guard sl(s.sync_mu);
+        from = s.active_flushed;
+      }
+      std::error_code e;
+      if (seg && to > from) seg->map().flush(static_cast<std::size_t>(from), static_cast<std::size_t>(to - from), e);
+      lk.lock();
+      s.sync_running = false;
+      if (e) {
+        s.failed.store(true, std::memory_order_relaxed);
+        s.sync_cv.notify_all();
+        detail::set_error(ec, site, e, seg->path(), from);
+        return;
+      }
+      if (seg && s.active_raw.load(std::memory_order_relaxed) == seg.get()) s.active_flushed = std::max(s.active_flushed, to);
+      s.durable_seq = std::max(s.durable_seq, seq);
+      s.sync_cv.notify_all();
+    }
+  }
+
+  void close_impl(std::error_code& ec, detail::error_site* site) noexcept {
+    if (!s_) return;
+    std::unique_ptr<state> s = std::move(s_);
+    if (s->flusher.joinable()) {
+      {
+        std::lock_guard lk(s->flusher_mu);
+        s->flusher_stop = true;
+      }
+      s->flusher_cv.notify_all();
+      s->flusher.join();
+    }
+    if (!s->opts.read_only) {
+      std::lock_guard lk(s->write_mu);
+      if (!s->failed.load()) seal_active(*s, /*closing=*/true, ec, site);
+    }
+    // Segments are unmapped as their last owner (this state or a value_ref) goes.
+  }
+
+  // ---- recovery ----
+
+  static std::unique_ptr<state> open_state(const std::filesystem::path& dir, const options& opts, io_type io,
+                                           std::error_code& ec, detail::error_site* site) {
+    auto s = std::make_unique<state>(std::move(io));
+    s->dir = dir;
+    s->opts = opts;
+    s->codec_id = format::codec_id<checksum_type>(std::string_view(Codec::name));
+    if (opts.max_segment_bytes < 4096 || opts.sync_interval.count() < 0 || opts.max_segment_bytes > format::max_segment_size ||
+        opts.max_key_bytes > format::max_key_len || opts.max_value_bytes > format::max_value_len ||
+        (sync_type::background && opts.sync_interval.count() <= 0)) {
+      ec = make_error_code(errc::invalid_argument);
+      return nullptr;
+    }
+    std::error_code e;
+    if (!s->io.exists(dir)) {
+      if (!opts.create_if_missing || opts.read_only) {
+        detail::set_error(ec, site, make_error_code(errc::not_found), dir);
+        return nullptr;
+      }
+      s->io.create_directories(dir, e);
+      if (e) return detail::set_error(ec, site, e, dir), nullptr;
+    }
+    if (!opts.read_only) {
+      s->lock = s->io.lock(dir, e);
+      if (e) return detail::set_error(ec, site, e, dir), nullptr;
+    }
+    // A read-only open can race a writer's merge removing files: list again then.
+    for (int attempt = 0;; ++attempt) {
+      e.clear();
+      detail::error_site rsite;
+      if (recover(*s, e, &rsite)) break;
+      if (!(opts.read_only && e == std::errc::no_such_file_or_directory && attempt < 8)) {
+        detail::set_error(ec, site, e, rsite.path, rsite.offset);
+        return nullptr;
+      }
+      s = reset_for_retry(std::move(s));
+    }
+    if (!opts.read_only) {
+      auto seg = create_segment(*s, s->next_id, opts.max_segment_bytes, ec, site);
+      if (!seg) return nullptr;
+      ++s->next_id;
+      install_active(*s, std::move(seg));
+    }
+    if constexpr (sync_type::background) {
+      if (!opts.read_only) {
+        state* raw = s.get();
+        raw->flusher = std::thread([raw] {
+          std::unique_lock lk(raw->flusher_mu);
+          while (!raw->flusher_stop) {
+            raw->flusher_cv.wait_for(lk, raw->opts.sync_interval);
+            if (raw->flusher_stop) break;
+            lk.unlock();
+            std::error_code ignored;  // a failure sets `failed`, which writers report
+            sync_to(*raw, raw->written_seq.load(std::memory_order_relaxed), ignored, nullptr);
+            lk.lock();
+          }
+        });
+      }
+    }
+    return s;
+  }
+
+  static std::unique_ptr<state> reset_for_retry(std::unique_ptr<state> old) {
+    auto s = std::make_unique<state>(std::move(old->io));
+    s->dir = old->dir;
+    s->opts = old->opts;
+    s->codec_id = old->codec_id;
+    return s;
+  }
+
+  static void report(const state& s, recovery_event::kind k, const std::filesystem::path& f, std::uint64_t off,
+                     std::uint64_t bytes, std::string detail) {
+    if (s.opts.reporter) s.opts.reporter(recovery_event{k, f, off, bytes, std::move(detail)});
+  }
+
+  static const char* status_text(format::record_status st) {
+    switch (st) {
+      case format::record_status::ok: return "ok";
+      case format::record_status::zero: return "zero bytes where a record should be";
+      case format::record_status::truncated: return "record runs past the end of the data";
+      case format::record_status::bad_header: return "malformed record header";
+      case format::record_status::bad_checksum: return "checksum mismatch";
+    }
+    return "?";
+  }
+
+  /// Scans every segment in id order and rebuilds the keydir. Cuts a torn
+  /// tail off the newest segment (unless read-only).
+  static bool recover(state& s, std::error_code& ec, detail::error_site* site) {
+    const bool rw = !s.opts.read_only;
+    std::error_code le;
+    auto names = s.io.list(s.dir, le);
+    if (le) return detail::set_error(ec, site, le, s.dir), false;
+    std::vector<std::uint32_t> ids;
+    for (const auto& n : names) {
+      if (auto id = segment_type::parse_file_name(n)) {
+        ids.push_back(*id);
+      } else if (rw && n.size() > 4 && n.ends_with(".tmp")) {
+        std::error_code ignored;
+        s.io.remove(s.dir / n, ignored);
+        report(s, recovery_event::kind::removed_temp, s.dir / n, 0, 0, "leftover temporary file removed");
+      }
+    }
+    std::sort(ids.begin(), ids.end());
+    if (!ids.empty() && s.opts.error_if_exists) {
+      detail::set_error(ec, site, make_error_code(errc::already_exists), s.dir);
+      return false;
+    }
+
+    std::vector<std::shared_ptr<segment_type>> segs;
+    std::uint64_t max_seq = 0;
+    // Index of recovered segments for the keydir's key comparisons.
+    auto find_seg = [&](std::uint32_t id) -> segment_type* {
+      auto it = std::lower_bound(segs.begin(), segs.end(), id, [](const auto& p, std::uint32_t v) { return p->id() < v; });
+      return it != segs.end() && (*it)->id() == id ? it->get() : nullptr;
+    };
+
+    for (std::size_t idx = 0; idx < ids.size(); ++idx) {
+      const std::uint32_t id = ids[idx];
+      const bool newest = idx + 1 == ids.size();
+      const auto path = s.dir / segment_type::file_name(id);
+      std::error_code e;
+      auto f = s.io.open(path, open_mode::read, e);
+      if (e) return detail::set_error(ec, site, e, path), false;
+      const std::uint64_t size = f.size(e);
+      if (e) return detail::set_error(ec, site, e, path), false;
+
+      // A segment whose header never became durable can only be the newest
+      // (segments are created one at a time, the previous one durable first).
+      auto partial = [&](const char* why) -> int {
+        if (!newest) {
+          detail::set_error(ec, site, make_error_code(errc::corruption), path, 0);
+          return -1;
+        }
+        if (rw) {
+          std::error_code ignored;
+          f.close(ignored);
+          s.io.remove(path, ignored);
+          s.io.sync_dir(s.dir, ignored);
+        }
+        report(s, recovery_event::kind::removed_partial, path, 0, size, why);
+        return 0;
+      };
+      if (size < format::file_header_size) {
+        if (partial("segment shorter than its header") < 0) return false;
+        continue;
+      }
+      auto m = s.io.map(f, static_cast<std::size_t>(size), false, e);
+      if (e) return detail::set_error(ec, site, e, path), false;
+      format::file_header h;
+      const auto hs = format::decode_file_header<checksum_type>(std::span(m.data(), static_cast<std::size_t>(size)),
+                                                                format::file_kind::segment, h);
+      if (hs != format::header_status::ok) {
+        // The newest segment's header may be torn if the machine crashed as the
+        // segment was created; then no record in it can validate either.
+        if (newest && (hs == format::header_status::bad_checksum || hs == format::header_status::bad_magic) &&
+            !find_next_record<checksum_type>(m.data(), size, format::file_header_size)) {
+          if (partial("segment header never completed") < 0) return false;
+          continue;
+        }
+        errc code = errc::corruption;
+        if (hs == format::header_status::bad_magic) code = errc::bad_magic;
+        if (hs == format::header_status::unsupported_version) code = errc::unsupported_version;
+        detail::set_error(ec, site, make_error_code(code), path, 0);
+        return false;
+      }
+      if (h.codec_id != s.codec_id || h.checksum_id != checksum_type::id) {
+        detail::set_error(ec, site, make_error_code(errc::codec_mismatch), path, 0);
+        return false;
+      }
+      if (h.segment_id != id) {
+        detail::set_error(ec, site, make_error_code(errc::corruption), path, 20);
+        return false;
+      }
+      auto seg = std::make_shared<segment_type>(id, path, std::move(f), std::move(m), size);
+      segs.push_back(seg);
+
+      auto apply = [&](const format::record_view& rv, std::uint64_t off) {
+        max_seq = std::max(max_seq, rv.seq);
+        const bool tomb = rv.is_tombstone();
+        segment_type* old_seg = nullptr;
+        std::uint32_t old_size = 0;
+        std::uint64_t old_seq = 0;
+        bool old_tomb = false;
+        const auto old = s.keydir.upsert(
+            Hasher{}(rv.key), location{id, static_cast<std::uint32_t>(off), tomb},
+            [&](location l) {
+              old_seg = find_seg(l.segment);
+              if (!old_seg) return false;
+              format::record_view o;
+              if (format::parse_record_header(old_seg->data() + l.offset, old_seg->capacity() - l.offset, o) !=
+                  format::record_status::ok)
+                return false;
+              if (!same_bytes(o.key, rv.key)) return false;
+              old_size = o.size;
+              old_seq = o.seq;
+              old_tomb = l.tombstone;
+              return true;
+            },
+            [&](location) { return rv.seq > old_seq; });
+        const bool newer = !old || rv.seq > old_seq;
+        if (old && newer && !old_tomb) old_seg->counters().live_to_dead(old_size);
+        if (newer && !tomb)
+          seg->counters().add_live(rv.size);
+        else
+          seg->counters().add_dead(rv.size);
+      };
+
+      std::uint64_t start = format::file_header_size;
+      std::uint64_t end = size;
+      for (;;) {
+        const scan_result r = scan_records<checksum_type>(seg->data(), size, start, apply);
+        if (r.valid_end == size || (r.stop == format::record_status::zero && r.clean_end && newest)) {
+          end = r.valid_end;
+          break;
+        }
+        if (newest) {
+          // A torn tail: whatever follows the last valid record was never
+          // acknowledged as durable (records are durable only in order).
+          const auto next = find_next_record<checksum_type>(seg->data(), size, r.valid_end + 1);
+          std::uint64_t nonzero_end = size;
+          while (nonzero_end > r.valid_end && seg->data()[nonzero_end - 1] == std::byte{0}) --nonzero_end;
+          std::string why = std::string("torn tail: ") + status_text(r.stop);
+          if (next) why += "; records that validate follow at offset " + std::to_string(*next) +
+                           " (unsynced writes reordered by the page cache, or damage)";
+          if (!rw) why += " (read-only: not cut)";
+          s.torn_bytes += nonzero_end - r.valid_end;
+          report(s, recovery_event::kind::torn_tail, path, r.valid_end, nonzero_end - r.valid_end, why);
+          end = r.valid_end;
+          break;
+        }
+        // Damage inside a sealed segment, which was durable before the next one began.
+        const errc code = r.stop == format::record_status::bad_checksum ? errc::checksum_mismatch : errc::corruption;
+        if (s.opts.on_corruption == corruption_policy::fail) {
+          report(s, recovery_event::kind::corrupt_record, path, r.valid_end, 0, status_text(r.stop));
+          detail::set_error(ec, site, make_error_code(code), path, r.valid_end);
+          return false;
+        }
+        const auto next = find_next_record<checksum_type>(seg->data(), size, r.valid_end + 1);
+        const std::uint64_t resume = next ? *next : size;
+        ++s.skipped_records;
+        report(s, recovery_event::kind::corrupt_record, path, r.valid_end, resume - r.valid_end,
+               std::string(status_text(r.stop)) + "; skipped");
+        if (!next) break;
+        start = resume;
+      }
+      seg->set_end(end);
+      if (newest && rw && end == format::file_header_size) {
+        // No records: remove rather than keep an empty sealed segment.
+        segs.pop_back();
+        seg.reset();
+        s.io.remove(path, e);
+        if (!e) s.io.sync_dir(s.dir, e);
+        if (e) return detail::set_error(ec, site, e, path), false;
+        continue;
+      }
+      if (newest && rw && end != size) {
+        // Cut the tail, make the cut durable, and map the segment at its new size.
+        auto wf = s.io.open(path, open_mode::read_write, e);
+        if (!e) wf.truncate(end, e);
+        if (!e) wf.sync(e);
+        if (e) return detail::set_error(ec, site, e, path, end), false;
+        auto sealed = open_sealed(s, id, path, end, ec, site);
+        if (!sealed) return false;
+        copy_counters(*seg, *sealed);
+        segs.back() = sealed;
+      }
+    }
+    // Tombstones were kept only to order records across segments.
+    s.keydir.purge_if([](location l) { return l.tombstone; });
+    s.next_seq = max_seq + 1;
+    s.written_seq.store(max_seq, std::memory_order_relaxed);
+    s.durable_seq = max_seq;
+    s.next_id = ids.empty() ? 1 : ids.back() + 1;
+    s.segtab_owner = std::make_shared<segment_table_type>(std::move(segs));
+    s.segtab.store(s.segtab_owner.get(), std::memory_order_release);
+    return true;
+  }
+
+  std::unique_ptr<state> s_;
+};
+
+}  // namespace cask

@@ -1,0 +1,75 @@
+// cask/options.hpp - run-time options of a store.
+//
+// Compile-time choices (codec, hasher, I/O, checksum, sync and keydir
+// policies) are template parameters of log_store; everything that can change
+// from one open to the next is here. Each field gives its default and its
+// trade-off.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+
+namespace cask {
+
+/// What recovery does with a record that fails its checksum inside data that
+/// was already sealed (a torn tail of the newest segment is always cut).
+enum class corruption_policy {
+  fail,  ///< refuse to open, with errc::corruption naming file and offset (default: nothing is silently lost)
+  skip,  ///< report the record, skip to the next valid one, and open
+};
+
+/// One thing recovery noticed, given to options::reporter.
+struct recovery_event {
+  enum class kind {
+    torn_tail,        ///< the newest segment's tail did not validate and was cut off
+    corrupt_record,   ///< a record in a sealed segment failed validation (skipped under corruption_policy::skip)
+    removed_partial,  ///< a segment whose header was never completed was removed
+    removed_temp,     ///< a leftover temporary file was removed
+  };
+  kind what;
+  std::filesystem::path file;
+  std::uint64_t offset = 0;  ///< where the problem starts
+  std::uint64_t bytes = 0;   ///< bytes cut or skipped
+  std::string detail;        ///< human-readable explanation
+};
+
+struct options {
+  /// Size at which the active segment is sealed and a new one started.
+  /// Default 128 MiB. Each segment is preallocated to this size, so smaller
+  /// wastes less space on a nearly empty store; larger means fewer files and
+  /// larger merges. At most 4 GiB - 1; a single record larger than this gets
+  /// a segment of its own.
+  std::uint64_t max_segment_bytes = std::uint64_t{128} << 20;
+
+  /// Period of the background flush under sync_interval. Default 1 s: a crash
+  /// of the machine (not of the process) loses at most about this much.
+  std::chrono::milliseconds sync_interval{1000};
+
+  /// Create the directory and an empty store when none exists. Default true.
+  bool create_if_missing = true;
+  /// Refuse to open a directory that already holds a store. Default false.
+  bool error_if_exists = false;
+  /// Open without the writer lock: reads only, a snapshot of the store as it
+  /// was at open; works while another process writes. Default false.
+  bool read_only = false;
+
+  /// Verify each record's checksum on every read. Default true: a wrong value
+  /// is never returned. Switching it off saves about 20 ns per 100-byte read
+  /// and trusts the medium.
+  bool verify_checksums = true;
+
+  /// See corruption_policy. Default fail.
+  corruption_policy on_corruption = corruption_policy::fail;
+  /// Called for every recovery_event during open (may be empty). Default none.
+  std::function<void(const recovery_event&)> reporter;
+
+  /// Largest encoded key accepted by put. Default 64 KiB; at most 1 MiB.
+  std::uint32_t max_key_bytes = 64u << 10;
+  /// Largest encoded value accepted by put. Default 256 MiB; at most 2 GiB - 1.
+  std::uint32_t max_value_bytes = 256u << 20;
+};
+
+}  // namespace cask

@@ -1,0 +1,209 @@
+// cask/segment.hpp - segment files: naming, creation, mapping and scanning.
+//
+// A segment is one data file, `<id>.cask` with a 10-digit zero-padded id. The
+// active segment is preallocated to its capacity and mapped read-write; the
+// writer encodes each record straight into the mapping (one copy) and readers
+// read the same mapping, so no read touches a system call. On sealing, the
+// file is cut to its data, made durable and mapped again read-only. Sealed
+// segments are never written again.
+//
+// Lifetime: a segment object owns its mapping and is shared (shared_ptr)
+// between the segment table and any value_ref handed to a caller; the mapping
+// stays valid until the last owner lets go, even after the file is removed.
+#pragma once
+
+#include <cask/format.hpp>
+#include <cask/io.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace cask {
+
+/// Per-segment accounting, kept by the writer, read by stats().
+struct segment_counters {
+  std::atomic<std::uint64_t> live_records{0}, live_bytes{0};  ///< records the keydir points at
+  std::atomic<std::uint64_t> dead_records{0}, dead_bytes{0};  ///< overwritten, erased, and tombstones
+
+  void add_live(std::uint64_t bytes) noexcept {
+    live_records.fetch_add(1, std::memory_order_relaxed);
+    live_bytes.fetch_add(bytes, std::memory_order_relaxed);
+  }
+  void add_dead(std::uint64_t bytes) noexcept {
+    dead_records.fetch_add(1, std::memory_order_relaxed);
+    dead_bytes.fetch_add(bytes, std::memory_order_relaxed);
+  }
+  void live_to_dead(std::uint64_t bytes) noexcept {
+    live_records.fetch_sub(1, std::memory_order_relaxed);
+    live_bytes.fetch_sub(bytes, std::memory_order_relaxed);
+    add_dead(bytes);
+  }
+};
+
+template <class Io>
+class segment {
+ public:
+  using file_type = typename Io::file;
+  using mapping_type = typename Io::mapping;
+
+  segment(std::uint32_t id, std::filesystem::path path, file_type f, mapping_type m, std::uint64_t end)
+      : id_(id), path_(std::move(path)), file_(std::move(f)), map_(std::move(m)), end_(end) {}
+
+  std::uint32_t id() const noexcept { return id_; }
+  const std::filesystem::path& path() const noexcept { return path_; }
+  /// The mapped bytes: [0, capacity()). Only [0, end()) holds records.
+  const std::byte* data() const noexcept { return map_.data(); }
+  std::byte* writable_data() noexcept { return map_.data(); }
+  std::size_t capacity() const noexcept { return map_.size(); }
+  bool writable() const noexcept { return map_.writable(); }
+  /// Bytes of valid data, header included.
+  std::uint64_t end() const noexcept { return end_.load(std::memory_order_acquire); }
+  void set_end(std::uint64_t e) noexcept { end_.store(e, std::memory_order_release); }
+
+  file_type& file() noexcept { return file_; }
+  mapping_type& map() noexcept { return map_; }
+  segment_counters& counters() noexcept { return counters_; }
+  const segment_counters& counters() const noexcept { return counters_; }
+
+  /// "0000000042.cask" for id 42.
+  static std::string file_name(std::uint32_t id) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%010u.cask", id);
+    return buf;
+  }
+  /// The id in a segment file name, or nothing for any other name.
+  static std::optional<std::uint32_t> parse_file_name(std::string_view name) {
+    constexpr std::string_view ext = ".cask";
+    if (name.size() != 10 + ext.size() || name.substr(10) != ext) return std::nullopt;
+    std::uint32_t id = 0;
+    auto [p, ec] = std::from_chars(name.data(), name.data() + 10, id);
+    if (ec != std::errc() || p != name.data() + 10) return std::nullopt;
+    return id;
+  }
+
+ private:
+  std::uint32_t id_;
+  std::filesystem::path path_;
+  file_type file_;
+  mapping_type map_;
+  std::atomic<std::uint64_t> end_;
+  segment_counters counters_;
+};
+
+/// An immutable snapshot of the store's segments, indexed by id, published to
+/// readers through an atomic pointer and replaced (copy, modify, publish,
+/// grace period) when a segment is added, sealed or removed.
+template <class Seg>
+class segment_table : public std::enable_shared_from_this<segment_table<Seg>> {
+ public:
+  segment_table() = default;
+  explicit segment_table(std::vector<std::shared_ptr<Seg>> segs) { assign(std::move(segs)); }
+
+  /// The segment with this id, or nullptr.
+  Seg* find(std::uint32_t id) const noexcept {
+    if (id < base_ || id - base_ >= index_.size() || !index_[id - base_]) return nullptr;
+    return index_[id - base_]->get();
+  }
+  std::shared_ptr<Seg> find_shared(std::uint32_t id) const noexcept {
+    if (id < base_ || id - base_ >= index_.size() || !index_[id - base_]) return nullptr;
+    return *index_[id - base_];
+  }
+  /// All segments, ascending by id.
+  const std::vector<std::shared_ptr<Seg>>& all() const noexcept { return segs_; }
+
+  /// A copy with `s` added, or replacing the segment with the same id.
+  std::shared_ptr<segment_table> with(std::shared_ptr<Seg> s) const {
+    std::vector<std::shared_ptr<Seg>> v;
+    bool replaced = false;
+    for (const auto& p : segs_) {
+      if (p->id() == s->id()) {
+        v.push_back(s);
+        replaced = true;
+      } else {
+        v.push_back(p);
+      }
+    }
+    if (!replaced) v.push_back(std::move(s));
+    return std::make_shared<segment_table>(std::move(v));
+  }
+  /// A copy without the segments whose ids are in `ids`.
+  std::shared_ptr<segment_table> without(const std::vector<std::uint32_t>& ids) const {
+    std::vector<std::shared_ptr<Seg>> v;
+    for (const auto& p : segs_)
+      if (std::find(ids.begin(), ids.end(), p->id()) == ids.end()) v.push_back(p);
+    return std::make_shared<segment_table>(std::move(v));
+  }
+
+ private:
+  void assign(std::vector<std::shared_ptr<Seg>> segs) {
+    std::sort(segs.begin(), segs.end(), [](const auto& a, const auto& b) { return a->id() < b->id(); });
+    segs_ = std::move(segs);
+    index_.clear();
+    if (segs_.empty()) return;
+    base_ = segs_.front()->id();
+    index_.assign(segs_.back()->id() - base_ + 1, nullptr);
+    for (const auto& p : segs_) index_[p->id() - base_] = &p;
+  }
+
+  std::vector<std::shared_ptr<Seg>> segs_;
+  std::vector<const std::shared_ptr<Seg>*> index_;  // into segs_, which never changes
+  std::uint32_t base_ = 0;
+};
+
+/// What scan_records() found.
+struct scan_result {
+  std::uint64_t valid_end = 0;  ///< offset just past the last record that validated in sequence
+  format::record_status stop = format::record_status::zero;  ///< why the scan stopped at valid_end
+  bool clean_end = true;        ///< everything from valid_end to the end of the data is zero
+};
+
+/// Calls on_record(const record_view&, offset) for each valid record of a
+/// segment's data [header, size), in order, and stops at the first record that
+/// does not validate (or at zeros: preallocated space). Reports where and why.
+template <class Checksum, class F>
+scan_result scan_records(const std::byte* data, std::uint64_t size, std::uint64_t start, F&& on_record) {
+  scan_result r;
+  std::uint64_t off = start;
+  while (off < size) {
+    format::record_view rv;
+    const auto st = format::parse_record<Checksum>(data + off, static_cast<std::size_t>(size - off), rv);
+    if (st != format::record_status::ok) {
+      r.stop = st;
+      break;
+    }
+    on_record(rv, off);
+    off += rv.size;
+  }
+  r.valid_end = off;
+  for (std::uint64_t i = off; i < size; ++i)
+    if (data[i] != std::byte{0}) {
+      r.clean_end = false;
+      break;
+    }
+  return r;
+}
+
+/// The offset of the next record at or after `from` that validates, or
+/// nothing. Used to resynchronize after a corrupt record under
+/// corruption_policy::skip.
+template <class Checksum>
+std::optional<std::uint64_t> find_next_record(const std::byte* data, std::uint64_t size, std::uint64_t from) {
+  for (std::uint64_t off = from; off + format::record_header_size <= size; ++off) {
+    format::record_view rv;
+    if (format::parse_record<Checksum>(data + off, static_cast<std::size_t>(size - off), rv) ==
+        format::record_status::ok)
+      return off;
+  }
+  return std::nullopt;
+}
+
+}  // namespace cask

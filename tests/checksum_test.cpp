@@ -1,0 +1,64 @@
+// The CRC-32C implementations agree with each other and with the standard check values.
+#define BOOST_TEST_MODULE checksum
+#include <boost/test/unit_test.hpp>
+
+#include <cask/checksum.hpp>
+
+#include <random>
+#include <string_view>
+#include <vector>
+
+namespace {
+std::uint32_t crc_of(auto policy, std::string_view s) {
+  return decltype(policy)::compute(reinterpret_cast<const std::byte*>(s.data()), s.size());
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(portable_matches_the_standard_check_value) {
+  // RFC 3720 B.4 / the CRC catalogue: CRC-32C("123456789") = 0xE3069283.
+  BOOST_TEST(crc_of(cask::crc32c_portable{}, "123456789") == 0xE3069283u);
+  BOOST_TEST(crc_of(cask::crc32c_portable{}, "") == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(default_matches_the_standard_check_value) {
+  BOOST_TEST(crc_of(cask::crc32c{}, "123456789") == 0xE3069283u);
+  // RFC 3720 B.4: 32 bytes of zeros -> 0x8A9136AA, of 0xFF -> 0x62A8AB43.
+  std::vector<std::byte> z(32, std::byte{0}), f(32, std::byte{0xFF});
+  BOOST_TEST(cask::crc32c::compute(z.data(), z.size()) == 0x8A9136AAu);
+  BOOST_TEST(cask::crc32c::compute(f.data(), f.size()) == 0x62A8AB43u);
+}
+
+BOOST_AUTO_TEST_CASE(hardware_and_portable_agree_on_every_length_and_alignment) {
+  if (!cask::crc32c_hw::supported()) {
+    BOOST_TEST_MESSAGE("no SSE4.2 on this CPU: the default policy uses Boost.CRC, checked above");
+    BOOST_TEST(cask::crc32c::compute(nullptr, 0) == cask::crc32c_portable::compute(nullptr, 0));
+    return;
+  }
+  std::vector<std::byte> buf(5000 + 16);
+  std::mt19937 g(42);
+  for (auto& b : buf) b = std::byte(g());
+  std::size_t checked = 0;
+  for (std::size_t len = 0; len <= 5000; len += (len < 1100 ? 1 : 37)) {
+    for (std::size_t align = 0; align < 16; ++align) {
+      const std::uint32_t a = cask::crc32c_portable::compute(buf.data() + align, len);
+      const std::uint32_t b = cask::crc32c_hw::compute(buf.data() + align, len);
+      if (a != b) BOOST_FAIL("mismatch at length " << len << " alignment " << align);
+      ++checked;
+    }
+  }
+  BOOST_TEST(checked > 16000u);
+}
+
+BOOST_AUTO_TEST_CASE(extend_equals_compute_of_the_concatenation) {
+  std::vector<std::byte> buf(3000);
+  std::mt19937 g(7);
+  for (auto& b : buf) b = std::byte(g());
+  for (std::size_t cut : {0u, 1u, 7u, 8u, 100u, 383u, 384u, 1000u, 2999u, 3000u}) {
+    const auto whole = cask::crc32c::compute(buf.data(), buf.size());
+    const auto part = cask::crc32c::extend(cask::crc32c::compute(buf.data(), cut), buf.data() + cut, buf.size() - cut);
+    BOOST_TEST(whole == part, "cut at " << cut);
+    const auto ppart = cask::crc32c_portable::extend(cask::crc32c_portable::compute(buf.data(), cut),
+                                                     buf.data() + cut, buf.size() - cut);
+    BOOST_TEST(whole == ppart, "portable cut at " << cut);
+  }
+}
