@@ -53,8 +53,9 @@ struct default_hasher {
   }
 
  private:
+  __extension__ typedef unsigned __int128 u128;  // __extension__: accepted under -Wpedantic
   static std::uint64_t mix(std::uint64_t a, std::uint64_t b) noexcept {
-    unsigned __int128 r = static_cast<unsigned __int128>(a) * b;
+    const u128 r = static_cast<u128>(a) * b;
     return static_cast<std::uint64_t>(r) ^ static_cast<std::uint64_t>(r >> 64);
   }
   static std::uint64_t r64(const std::byte* p) noexcept {
