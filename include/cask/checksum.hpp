@@ -33,7 +33,9 @@ namespace cask {
 
 /// CRC-32C through Boost.CRC: portable, about 0.3 GB/s.
 struct crc32c_portable {
+  /// Identifies the checksum in file headers; equal for every CRC-32C implementation.
   static constexpr std::uint32_t id = 1;
+  /// The CRC-32C of the bytes that gave `crc`, followed by [p, p + n).
   static std::uint32_t extend(std::uint32_t crc, const std::byte* p, std::size_t n) noexcept {
     // crc_optimal takes its initial remainder unreflected: undo the final xor
     // and the output reflection of `crc` to resume from it.
@@ -41,6 +43,7 @@ struct crc32c_portable {
     c.process_bytes(p, n);
     return c.checksum();
   }
+  /// The CRC-32C of [p, p + n).
   static std::uint32_t compute(const std::byte* p, std::size_t n) noexcept { return extend(0, p, n); }
 
  private:
@@ -53,8 +56,10 @@ struct crc32c_portable {
 
 /// CRC-32C with the SSE4.2 crc32 instruction. Requires supported().
 struct crc32c_hw {
+  /// As crc32c_portable::id.
   static constexpr std::uint32_t id = 1;
 
+  /// Whether this CPU has the instruction (checked once).
   static bool supported() noexcept {
 #if CASK_HAVE_CRC32C_X86
     static const bool s = __builtin_cpu_supports("sse4.2");
@@ -65,6 +70,7 @@ struct crc32c_hw {
   }
 
 #if CASK_HAVE_CRC32C_X86
+  /// As crc32c_portable::extend().
   __attribute__((target("sse4.2"))) static std::uint32_t extend(std::uint32_t crc, const std::byte* p,
                                                                 std::size_t n) noexcept {
     std::uint64_t c = ~crc;
@@ -103,6 +109,7 @@ struct crc32c_hw {
     return crc32c_portable::extend(crc, p, n);
   }
 #endif
+  /// As crc32c_portable::compute().
   static std::uint32_t compute(const std::byte* p, std::size_t n) noexcept { return extend(0, p, n); }
 
  private:
@@ -138,10 +145,13 @@ struct crc32c_hw {
 
 /// The default: hardware CRC-32C where the CPU has it, Boost.CRC otherwise.
 struct crc32c {
+  /// As crc32c_portable::id.
   static constexpr std::uint32_t id = 1;
+  /// As crc32c_portable::extend().
   static std::uint32_t extend(std::uint32_t crc, const std::byte* p, std::size_t n) noexcept {
     return crc32c_hw::supported() ? crc32c_hw::extend(crc, p, n) : crc32c_portable::extend(crc, p, n);
   }
+  /// As crc32c_portable::compute().
   static std::uint32_t compute(const std::byte* p, std::size_t n) noexcept { return extend(0, p, n); }
 };
 

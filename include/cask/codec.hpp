@@ -46,10 +46,15 @@ class decode_error : public std::runtime_error {
 /// as their bytes, and trivially copyable types as their object
 /// representation (arithmetic types explicitly little-endian). Stateless.
 struct basic_codec {
+  /// The codec's identity, stored (as a CRC-32C) in every file header.
   static constexpr std::string_view name = "cask.basic/1";
+  /// Lookups may pass std::string_view or const char* for a std::string key.
   using is_transparent = void;
 
   // --- strings and byte sequences: the bytes themselves ---
+  ///@{
+  /// Strings: encoded as their characters; encoded_size() is their length,
+  /// bytes_of() views them in place, decode() copies them into a std::string.
   static std::size_t encoded_size(std::string_view s) noexcept { return s.size(); }
   static void encode(std::string_view s, std::byte* out) noexcept {
     if (!s.empty()) std::memcpy(out, s.data(), s.size());
@@ -64,7 +69,11 @@ struct basic_codec {
   static std::string decode(std::span<const std::byte> in, std::type_identity<std::string>) {
     return std::string(reinterpret_cast<const char*>(in.data()), in.size());
   }
+  ///@}
 
+  ///@{
+  /// Vectors of a byte-sized type (std::byte, char, std::uint8_t, ...):
+  /// encoded as their elements' bytes.
   template <class B>
     requires(sizeof(B) == 1 && std::is_trivially_copyable_v<B>)
   static std::size_t encoded_size(const std::vector<B>& v) noexcept {
@@ -87,6 +96,7 @@ struct basic_codec {
     if (!in.empty()) std::memcpy(v.data(), in.data(), in.size());
     return v;
   }
+  ///@}
 
   // --- trivially copyable types: their object representation ---
   // Arithmetic types and enums are stored little-endian, so integer keys are
@@ -95,6 +105,9 @@ struct basic_codec {
   // hosts of the same ABI. Give such structs a codec of their own (see
   // examples/custom_codec.cpp) when that matters, or when they have padding:
   // padding bytes are unspecified, so two equal keys could encode differently.
+  ///@{
+  /// Trivially copyable types: sizeof(T) bytes, as described above. decode()
+  /// throws decode_error unless given exactly sizeof(T) bytes.
   template <class T>
     requires(std::is_trivially_copyable_v<T> && !std::is_pointer_v<T>)
   static constexpr std::size_t encoded_size(const T&) noexcept {
@@ -121,6 +134,7 @@ struct basic_codec {
     }
     return x;
   }
+  ///@}
 };
 
 }  // namespace cask

@@ -70,12 +70,16 @@ inline std::error_code make_error_code(errc e) noexcept { return {static_cast<in
 /// apply (path() empty and offset() == npos otherwise).
 class error : public std::system_error {
  public:
+  /// offset() when no offset applies.
   static constexpr std::uint64_t npos = ~std::uint64_t{0};
 
+  /// An error with code `ec` at `offset` in `path` (either may be absent).
   error(std::error_code ec, std::filesystem::path path = {}, std::uint64_t offset = npos)
       : std::system_error(ec, describe(ec, path, offset)), path_(std::move(path)), offset_(offset) {}
 
+  /// The file concerned, or empty.
   const std::filesystem::path& path() const noexcept { return path_; }
+  /// The byte offset in path() where the problem lies, or npos.
   std::uint64_t offset() const noexcept { return offset_; }
 
  private:
@@ -93,8 +97,11 @@ class error : public std::system_error {
 
 }  // namespace cask
 
+// Makes cask::errc convertible to std::error_code. Hidden from Doxygen, which mis-scopes it.
+/// @cond
 template <>
 struct std::is_error_code_enum<cask::errc> : std::true_type {};
+/// @endcond
 
 namespace cask::detail {
 

@@ -27,12 +27,13 @@ inline constexpr std::size_t file_header_size = 32;
 
 enum class file_kind : std::uint16_t { segment = 1, hint = 2 };
 
+/// The fields of a file header (FORMAT.md "File header").
 struct file_header {
-  file_kind kind = file_kind::segment;
-  std::uint16_t version = format::version;
-  std::uint32_t checksum_id = 0;  ///< the checksum policy's id
-  std::uint32_t codec_id = 0;     ///< codec_id(Codec::name)
-  std::uint32_t segment_id = 0;   ///< the segment this file is, or describes (hint)
+  file_kind kind = file_kind::segment;      ///< what the file holds
+  std::uint16_t version = format::version;  ///< the format version it was written in
+  std::uint32_t checksum_id = 0;            ///< the checksum policy's id
+  std::uint32_t codec_id = 0;               ///< codec_id(Codec::name)
+  std::uint32_t segment_id = 0;             ///< the segment this file is, or describes (hint)
 };
 
 // ---- record (FORMAT.md "Record") ----
@@ -132,11 +133,12 @@ void seal_record(std::byte* rec, std::size_t size) noexcept {
 
 /// A decoded record; spans point into the buffer that was parsed.
 struct record_view {
-  std::uint64_t seq = 0;
-  std::uint8_t flags = 0;
-  std::uint32_t size = 0;  ///< header + key + value bytes
-  std::span<const std::byte> key;
-  std::span<const std::byte> value;
+  std::uint64_t seq = 0;             ///< the record's sequence number (newer records have larger ones)
+  std::uint8_t flags = 0;            ///< record_flags
+  std::uint32_t size = 0;            ///< header + key + value bytes
+  std::span<const std::byte> key;    ///< the encoded key
+  std::span<const std::byte> value;  ///< the encoded value (empty for a tombstone)
+  /// Whether the record erases its key.
   bool is_tombstone() const noexcept { return (flags & tombstone) != 0; }
 };
 

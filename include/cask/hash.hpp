@@ -21,8 +21,10 @@ namespace cask {
 /// A fast 64-bit hash of byte strings in the style of wyhash: 16 bytes per
 /// step folded through 64x64->128-bit multiplies. Stateless and thread-safe.
 struct default_hasher {
+  /// The hash of the encoded key bytes.
   std::uint64_t operator()(std::span<const std::byte> key) const noexcept { return hash(key.data(), key.size()); }
 
+  /// The hash of [p, p + n).
   static std::uint64_t hash(const std::byte* p, std::size_t n) noexcept {
     constexpr std::uint64_t k0 = 0xa0761d6478bd642full, k1 = 0xe7037ed1a0b428dbull, k2 = 0x8ebc6af09c88c6e3ull,
                             k3 = 0x589965cc75374cc3ull;

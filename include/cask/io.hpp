@@ -53,7 +53,10 @@ class posix_io {
   class file {
    public:
     file() = default;
+    /// Takes ownership of `fd`, open on `p`.
     explicit file(int fd, std::filesystem::path p) : fd_(fd), path_(std::move(p)) {}
+    ///@{
+    /// Moves the descriptor; `o` is left closed.
     file(file&& o) noexcept : fd_(std::exchange(o.fd_, -1)), path_(std::move(o.path_)) {}
     file& operator=(file&& o) noexcept {
       if (this != &o) {
@@ -63,8 +66,11 @@ class posix_io {
       }
       return *this;
     }
+    ///@}
     ~file() { reset(); }
+    /// Whether a descriptor is held.
     bool is_open() const noexcept { return fd_ >= 0; }
+    /// The path the file was opened with.
     const std::filesystem::path& path() const noexcept { return path_; }
 
     /// The file's size in bytes.
@@ -79,6 +85,7 @@ class posix_io {
       const int r = ::posix_fallocate(fd_, 0, static_cast<off_t>(len));
       if (r != 0) ec = detail::errno_code(r);
     }
+    /// Sets the file's size to `len` bytes.
     void truncate(std::uint64_t len, std::error_code& ec) {
       if (::ftruncate(fd_, static_cast<off_t>(len)) != 0) ec = detail::errno_code(errno);
     }
@@ -115,6 +122,7 @@ class posix_io {
     void sync(std::error_code& ec) {
       if (::fdatasync(fd_) != 0) ec = detail::errno_code(errno);
     }
+    /// Closes the descriptor, reporting the error close() returns.
     void close(std::error_code& ec) {
       if (fd_ >= 0 && ::close(std::exchange(fd_, -1)) != 0) ec = detail::errno_code(errno);
     }
@@ -133,8 +141,11 @@ class posix_io {
   class mapping {
    public:
     mapping() = default;
+    /// The first mapped byte (nullptr for an empty mapping).
     std::byte* data() const noexcept { return static_cast<std::byte*>(region_.get_address()); }
+    /// The number of bytes mapped.
     std::size_t size() const noexcept { return region_.get_size(); }
+    /// Whether the mapping may be written.
     bool writable() const noexcept { return writable_; }
     /// Makes [off, off + len) durable (msync MS_SYNC).
     void flush(std::size_t off, std::size_t len, std::error_code& ec) {
@@ -157,6 +168,7 @@ class posix_io {
   class dir_lock {
    public:
     dir_lock() = default;
+    /// Whether the lock is held.
     bool held() const noexcept { return static_cast<bool>(entry_); }
 
    private:
@@ -164,6 +176,7 @@ class posix_io {
     std::shared_ptr<void> entry_;
   };
 
+  /// Opens `p` as `m` says (close-on-exec).
   file open(const std::filesystem::path& p, open_mode m, std::error_code& ec) const {
     int flags = O_CLOEXEC;
     switch (m) {
@@ -203,9 +216,11 @@ class posix_io {
     if (::fsync(fd) != 0) ec = detail::errno_code(errno);
     ::close(fd);
   }
+  /// Renames `from` to `to`, replacing `to` atomically.
   void rename(const std::filesystem::path& from, const std::filesystem::path& to, std::error_code& ec) const {
     if (::rename(from.c_str(), to.c_str()) != 0) ec = detail::errno_code(errno);
   }
+  /// Removes the file `p`.
   void remove(const std::filesystem::path& p, std::error_code& ec) const {
     if (::unlink(p.c_str()) != 0) ec = detail::errno_code(errno);
   }
@@ -213,6 +228,7 @@ class posix_io {
   bool create_directories(const std::filesystem::path& dir, std::error_code& ec) const {
     return std::filesystem::create_directories(dir, ec);
   }
+  /// Whether `p` exists.
   bool exists(const std::filesystem::path& p) const {
     struct stat st;
     return ::stat(p.c_str(), &st) == 0;

@@ -39,22 +39,28 @@ namespace cask {
 /// Packed into 64 bits in the keydir; segment ids are below 2^31, and the
 /// remaining bit marks a tombstone (used only while a store recovers).
 struct location {
-  std::uint32_t segment = 0;
-  std::uint32_t offset = 0;
-  bool tombstone = false;
+  std::uint32_t segment = 0;  ///< the segment's id
+  std::uint32_t offset = 0;   ///< the record's offset in the segment's file
+  bool tombstone = false;     ///< the record is a tombstone
 
+  /// Equal when all three fields are.
   friend bool operator==(const location&, const location&) = default;
 
+  /// The bit of pack() that holds `tombstone`.
   static constexpr std::uint64_t tombstone_bit = std::uint64_t{1} << 63;
+  /// The 64-bit form kept in the keydir.
   constexpr std::uint64_t pack() const noexcept {
     return (std::uint64_t{segment} << 32) | offset | (tombstone ? tombstone_bit : 0);
   }
+  /// The inverse of pack().
   static constexpr location unpack(std::uint64_t v) noexcept {
     return {static_cast<std::uint32_t>((v >> 32) & 0x7fffffffu), static_cast<std::uint32_t>(v),
             (v & tombstone_bit) != 0};
   }
 };
 
+/// The reference keydir policy: a sharded open-addressing table of 64-bit key
+/// hashes and locations, holding no keys (see the top of this file).
 class hash_keydir {
   static constexpr std::uint64_t empty_hash = 0, erased_hash = 1;
   static constexpr unsigned shard_bits = 6;
@@ -88,6 +94,7 @@ class hash_keydir {
     std::size_t slots = 0;         ///< table slots (entries / slots = load factor)
   };
 
+  /// An empty keydir whose retired tables are reclaimed through `epoch`.
   explicit hash_keydir(detail::epoch_domain& epoch) : epoch_(epoch) {
     for (auto& s : shards_) s.t.store(new table(min_capacity), std::memory_order_relaxed);
   }
@@ -233,6 +240,7 @@ class hash_keydir {
       f(location::unpack(t->slots[i].loc.load(std::memory_order_seq_cst)));
     }
   }
+  /// The number of shards (see for_each_in_shard()).
   static constexpr std::size_t shards() noexcept { return shard_count; }
 
   /// Grows the tables ahead of inserting about `n` keys (recovery). Writer side.

@@ -23,19 +23,22 @@ enum class corruption_policy {
 
 /// One thing recovery noticed, given to options::reporter.
 struct recovery_event {
+  /// What recovery noticed.
   enum class kind {
     torn_tail,        ///< the newest segment's tail did not validate and was cut off
     corrupt_record,   ///< a record in a sealed segment failed validation (skipped under corruption_policy::skip)
     removed_partial,  ///< a segment whose header was never completed was removed
     removed_temp,     ///< a leftover temporary file was removed
   };
-  kind what;
-  std::filesystem::path file;
+  kind what;                   ///< what happened
+  std::filesystem::path file;  ///< the file it happened in
   std::uint64_t offset = 0;  ///< where the problem starts
   std::uint64_t bytes = 0;   ///< bytes cut or skipped
   std::string detail;        ///< human-readable explanation
 };
 
+/// Run-time options of a store, given to log_store::open(). Override
+/// members one at a time: `cask::options o; o.read_only = true;`.
 struct options {
   /// Size at which the active segment is sealed and a new one started.
   /// Default 128 MiB. Each segment is preallocated to this size, so smaller

@@ -31,17 +31,24 @@ namespace cask {
 
 /// Per-segment accounting, kept by the writer, read by stats().
 struct segment_counters {
+  ///@{
   std::atomic<std::uint64_t> live_records{0}, live_bytes{0};  ///< records the keydir points at
+  ///@}
+  ///@{
   std::atomic<std::uint64_t> dead_records{0}, dead_bytes{0};  ///< overwritten, erased, and tombstones
+  ///@}
 
+  /// Counts a new live record of `bytes` bytes.
   void add_live(std::uint64_t bytes) noexcept {
     live_records.fetch_add(1, std::memory_order_relaxed);
     live_bytes.fetch_add(bytes, std::memory_order_relaxed);
   }
+  /// Counts a new dead record (a tombstone) of `bytes` bytes.
   void add_dead(std::uint64_t bytes) noexcept {
     dead_records.fetch_add(1, std::memory_order_relaxed);
     dead_bytes.fetch_add(bytes, std::memory_order_relaxed);
   }
+  /// Moves a record of `bytes` bytes from live to dead (overwritten or erased).
   void live_to_dead(std::uint64_t bytes) noexcept {
     live_records.fetch_sub(1, std::memory_order_relaxed);
     live_bytes.fetch_sub(bytes, std::memory_order_relaxed);
@@ -49,30 +56,44 @@ struct segment_counters {
   }
 };
 
+/// One segment file, open and mapped through the I/O policy `Io` (see the
+/// top of this file). Shared by the segment table and value_refs.
 template <class Io>
 class segment {
  public:
-  using file_type = typename Io::file;
-  using mapping_type = typename Io::mapping;
+  using file_type = typename Io::file;        ///< the I/O policy's open file
+  using mapping_type = typename Io::mapping;  ///< the I/O policy's memory mapping
 
+  /// Segment `id` at `path`, open as `f`, mapped as `m`, with `end` bytes of valid data.
   segment(std::uint32_t id, std::filesystem::path path, file_type f, mapping_type m, std::uint64_t end)
       : id_(id), path_(std::move(path)), file_(std::move(f)), map_(std::move(m)), end_(end) {}
 
+  /// The segment's id (its file name's number).
   std::uint32_t id() const noexcept { return id_; }
+  /// The segment's file.
   const std::filesystem::path& path() const noexcept { return path_; }
   /// The mapped bytes: [0, capacity()). Only [0, end()) holds records.
   const std::byte* data() const noexcept { return map_.data(); }
+  /// data(), for the writer of the active segment.
   std::byte* writable_data() noexcept { return map_.data(); }
+  /// The size of the mapping.
   std::size_t capacity() const noexcept { return map_.size(); }
+  /// Whether the mapping is writable (the active segment).
   bool writable() const noexcept { return map_.writable(); }
   /// Bytes of valid data, header included.
   std::uint64_t end() const noexcept { return end_.load(std::memory_order_acquire); }
+  /// Publishes a new end() after appending (release; end() acquires).
   void set_end(std::uint64_t e) noexcept { end_.store(e, std::memory_order_release); }
 
+  /// The open file.
   file_type& file() noexcept { return file_; }
+  /// The mapping.
   mapping_type& map() noexcept { return map_; }
+  ///@{
+  /// The segment's live and dead record counts.
   segment_counters& counters() noexcept { return counters_; }
   const segment_counters& counters() const noexcept { return counters_; }
+  ///@}
 
   /// "0000000042.cask" for id 42.
   static std::string file_name(std::uint32_t id) {
@@ -106,6 +127,7 @@ template <class Seg>
 class segment_table : public std::enable_shared_from_this<segment_table<Seg>> {
  public:
   segment_table() = default;
+  /// A table of `segs`, ascending by id.
   explicit segment_table(std::vector<std::shared_ptr<Seg>> segs) { assign(std::move(segs)); }
 
   /// The segment with this id, or nullptr.
@@ -113,6 +135,7 @@ class segment_table : public std::enable_shared_from_this<segment_table<Seg>> {
     if (id < base_ || id - base_ >= index_.size() || !index_[id - base_]) return nullptr;
     return index_[id - base_]->get();
   }
+  /// As find(), sharing ownership.
   std::shared_ptr<Seg> find_shared(std::uint32_t id) const noexcept {
     if (id < base_ || id - base_ >= index_.size() || !index_[id - base_]) return nullptr;
     return *index_[id - base_];

@@ -17,17 +17,20 @@
 
 namespace cask {
 
+/// The OS writes back when it likes; log_store::sync() makes writes durable (the default).
 struct sync_none {
-  static constexpr bool every_write = false;
-  static constexpr bool background = false;
+  static constexpr bool every_write = false;  ///< whether put and erase wait until their record is durable
+  static constexpr bool background = false;   ///< whether a thread flushes every options::sync_interval
 };
+/// put and erase return once their record is durable (group commit).
 struct sync_always {
-  static constexpr bool every_write = true;
-  static constexpr bool background = false;
+  static constexpr bool every_write = true;  ///< as sync_none::every_write
+  static constexpr bool background = false;  ///< as sync_none::background
 };
+/// A background thread makes everything durable every options::sync_interval.
 struct sync_interval {
-  static constexpr bool every_write = false;
-  static constexpr bool background = true;
+  static constexpr bool every_write = false;  ///< as sync_none::every_write
+  static constexpr bool background = true;    ///< as sync_none::background
 };
 
 }  // namespace cask
