@@ -50,7 +50,8 @@ BOOST_AUTO_TEST_CASE(freed_objects_are_never_read_by_readers) {
   };
   std::vector<std::thread> rs;
   for (int i = 0; i < 3; ++i) rs.emplace_back(reader);
-  for (int i = 0; i < 2000; ++i) {
+  while (reads.load() == 0) std::this_thread::yield();  // readers are running
+  for (int i = 0; i < 2000 || reads.load() < 10000; ++i) {
     obj* old = cur.exchange(new obj, std::memory_order_release);
     d.synchronize();
     old->alive.store(0, std::memory_order_relaxed);  // a reader that still held it would see this
