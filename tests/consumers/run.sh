@@ -61,7 +61,7 @@ fi
 
 conan=conan
 if ! conan --version 2>/dev/null | grep -q 'version 2\.'; then
-  venv=${CASK_CONAN_VENV:-$HOME/.cache/cask-conan-venv}
+  venv=${CASK_CONAN_VENV:-${HOME:-/root}/.cache/cask-conan-venv}
   if ! "$venv/bin/conan" --version 2>/dev/null | grep -q 'version 2\.'; then
     say "run.sh: installing Conan 2 with pip into $venv"
     if ! python3 -m venv "$venv" >"$logs/venv.log" 2>&1; then
