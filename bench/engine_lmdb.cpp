@@ -106,7 +106,7 @@ class lmdb_engine final : public engine {
   void sync() override { check(mdb_env_sync(env_, 1), "env_sync"); }
 
   std::string settings() const override {
-    return std::string("LMDB ") + MDB_VERSION_STRING + ": one write txn per put; " +
+    return std::string(MDB_VERSION_STRING) + ": one write txn per put; " +
            (durable_ ? "default sync (fsync per commit)" : "MDB_NOSYNC|MDB_WRITEMAP") +
            ", MDB_NOTLS|MDB_NORDAHEAD, mapsize 64 GiB; reads zero-copy in a per-thread read txn (reset/renew)";
   }

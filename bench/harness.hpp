@@ -30,6 +30,7 @@ struct params {
   std::size_t sync_threads = 8;    ///< writer threads of fillsync8
   bool cask_read_ref = false;      ///< cask reads through get_ref() instead of get()
   double child_timeout = 900;      ///< seconds before a child is killed
+  std::vector<std::string> only;   ///< main group: run only these workloads (fillrandom always loads)
 };
 
 /// The workload groups: each runs in a fresh process and directory.
