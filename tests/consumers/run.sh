@@ -169,8 +169,18 @@ EOF
   rm -rf "$work/conan-src"
   mkdir "$work/conan-src"
   (cd "$root" && cp -r conanfile.py meson.build meson_options.txt include cmake test_package "$work/conan-src/")
+  if [[ -e "$root/LICENSE" ]]; then cp "$root/LICENSE" "$work/conan-src/"; fi
   rm -rf "$work/conan-src/test_package/build"
-  "$conan" create "$work/conan-src" -pr:h cask -pr:b default --no-remote
+  "$conan" create "$work/conan-src" -pr:h cask -pr:b default --no-remote 2>&1 | tee "$work/conan-create.out"
+  # One package for every configuration (the package id of no settings), holding
+  # the headers and the licence.
+  local pref pkg
+  pref=$(sed -n 's/^Full package reference: //p' "$work/conan-create.out")
+  case $pref in *:da39a3ee5e6b4b0d3255bfef95601890afd80709#*) ;; *) echo "unexpected package: $pref"; exit 1 ;; esac
+  pkg=$("$conan" cache path "$pref")
+  test -f "$pkg/include/cask.hpp"
+  test -f "$pkg/include/cask/log_store.hpp"
+  if [[ -e "$root/LICENSE" ]]; then test -f "$pkg/licenses/LICENSE"; fi
   copy_app conan
   rm -rf "$work/conan/subprojects"
   "$conan" build "$work/conan" -pr:h cask -pr:b default --no-remote
