@@ -46,6 +46,7 @@ struct engine_config {
   std::size_t expected_keys = 0; ///< sizing hint for hash tables and buckets
   std::size_t value_size = 100;  ///< typical value size
   bool cask_read_ref = false;    ///< cask: read through get_ref() instead of get()
+  bool background_merge = true;  ///< cask: merge in the background when its policy says (the default)
 };
 
 class engine {
@@ -77,6 +78,8 @@ class engine {
   virtual std::optional<double> index_bytes_per_key() const { return std::nullopt; }
   /// Bytes of live records as the engine counts them (record headers included), where it does.
   virtual std::optional<std::uint64_t> live_bytes() const { return std::nullopt; }
+  /// Engine-specific figures worth reporting after an open (name, value).
+  virtual std::vector<std::pair<std::string, double>> figures() const { return {}; }
   /// Files that make a reopen load the index faster (cask hint files); removed
   /// to time a reopen by full scan. Empty when the engine has none.
   virtual std::vector<std::filesystem::path> hint_files(const std::filesystem::path&) const { return {}; }

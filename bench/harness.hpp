@@ -24,6 +24,7 @@ struct params {
   std::size_t value_size = 100;    ///< bytes, incompressible
   std::uint64_t seed = 301;        ///< every key order and value derives from it
   double sync_seconds = 2.0;       ///< time budget of each fillsync run
+  double max_seconds = 4.0;        ///< time budget of each read or mixed workload (a prefix of its operations)
   std::size_t rww_write_rate = 100'000;  ///< puts/s of the writer in readwhilewriting (0: unthrottled)
   std::size_t merge_keys = 0;      ///< keys in the merge workload (0: num / 2), each written 5 times
   std::size_t large_bytes = std::size_t{256} << 20;  ///< data volume of each large-value run

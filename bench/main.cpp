@@ -17,6 +17,7 @@
 #include <optional>
 #include <poll.h>
 #include <set>
+#include <sys/prctl.h>
 #include <sstream>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -41,6 +42,8 @@ usage: cask_bench [options]
   --seed S             seed of every key order and value (default 301)
   --dir PATH           scratch directory (default /tmp/cask_bench)
   --sync-seconds S     time budget of each fillsync run (default 2)
+  --max-seconds S      time budget of each read or mixed workload: a slow engine runs a
+                       prefix of the same operations (default 4)
   --sync-threads T     writer threads of fillsync8 (default 8)
   --rww-write-rate W   writer puts/s in readwhilewriting, 0 = unthrottled (default 100000)
   --merge-keys M       keys of the merge workload, each written 5 times (default num/2)
@@ -125,13 +128,14 @@ child_output run_one(const options_t& o, const std::string& engine, const std::s
   child_output out;
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
-  std::vector<std::string> args = {"/proc/self/exe", "--child", "--engine", engine, "--group", group,
+  std::vector<std::string> args = {"cask_bench", "--child", "--engine", engine, "--group", group,
                                    "--dir", dir.string(),
                                    "--num", std::to_string(o.p.num),
                                    "--key-size", std::to_string(o.p.key_size),
                                    "--value-size", std::to_string(o.p.value_size),
                                    "--seed", std::to_string(o.p.seed),
                                    "--sync-seconds", std::to_string(o.p.sync_seconds),
+                                   "--max-seconds", std::to_string(o.p.max_seconds),
                                    "--sync-threads", std::to_string(o.p.sync_threads),
                                    "--rww-write-rate", std::to_string(o.p.rww_write_rate),
                                    "--merge-keys", std::to_string(o.p.merge_keys),
@@ -150,6 +154,7 @@ child_output run_one(const options_t& o, const std::string& engine, const std::s
   const pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // a child never outlives the driver
     ::dup2(fds[1], 1);
     ::close(fds[0]);
     ::close(fds[1]);
@@ -368,6 +373,23 @@ class reporter {
       s << '\n';
     }
 
+    s << '\n';
+    s << "| segments at open |";
+    for (const auto& e : engines_) s << ' ' << e << " |";
+    s << "\n|---|";
+    for (std::size_t i = 0; i < engines_.size(); ++i) s << "---:|";
+    s << '\n';
+    resource_line(s, "reopen: segments", "reopen", "segments", [](double v) { return fmt("%.0f", v); });
+    resource_line(s, "reopen: segments loaded from hint files", "reopen", "segments_from_hints",
+                  [](double v) { return fmt("%.0f", v); });
+    resource_line(s, "reopen: segments scanned", "reopen", "segments_scanned", [](double v) { return fmt("%.0f", v); });
+    resource_line(s, "reopen without hints: segments scanned", "reopen_scan", "segments_scanned",
+                  [](double v) { return fmt("%.0f", v); });
+    resource_line(s, "after SIGKILL: segments loaded from hint files", "crashreopen", "segments_from_hints",
+                  [](double v) { return fmt("%.0f", v); });
+    resource_line(s, "after SIGKILL: segments scanned", "crashreopen", "segments_scanned",
+                  [](double v) { return fmt("%.0f", v); });
+
     s << "\n## Space and memory\n\n";
     s << "Disk is allocated bytes (`st_blocks`); MiB. RSS counts mapped file pages too (`RssFile`); "
          "anonymous memory is the heap (caches, indexes).\n\n";
@@ -421,7 +443,8 @@ class reporter {
       << " threads for the multi-threaded one); merge: "
       << (o_.p.merge_keys ? o_.p.merge_keys : std::max<std::size_t>(o_.p.num / 2, 1))
       << " keys x 5 writes, one reader beside the merge; large values: " << o_.p.large_bytes / 1048576
-      << " MiB per run; latency is the TSC read once per operation.\n";
+      << " MiB per run; read and mixed workloads stop after " << fmt("%.0f", o_.p.max_seconds)
+      << " s (a slower engine runs a prefix of the same operations); latency is the TSC read once per operation.\n";
     for (const auto& [name, why] : missing_engines()) s << "- **" << name << "**: skipped, " << why << '\n';
     if (!notes_.empty()) {
       s << "\n## Notes\n\n";
@@ -620,6 +643,7 @@ int parse(int argc, char** argv, options_t& o) {
     else if (a == "--seed") o.p.seed = std::stoull(need(i));
     else if (a == "--dir") o.dir = need(i);
     else if (a == "--sync-seconds") o.p.sync_seconds = std::stod(need(i));
+    else if (a == "--max-seconds") o.p.max_seconds = std::stod(need(i));
     else if (a == "--sync-threads") o.p.sync_threads = std::stoull(need(i));
     else if (a == "--rww-write-rate") o.p.rww_write_rate = std::stoull(need(i));
     else if (a == "--merge-keys") o.p.merge_keys = std::stoull(need(i));
