@@ -15,9 +15,11 @@ int header_alone_concepts();
 int header_alone_error();
 int header_alone_format();
 int header_alone_hash();
+int header_alone_hint();
 int header_alone_io();
 int header_alone_keydir();
 int header_alone_log_store();
+int header_alone_merger();
 int header_alone_options();
 int header_alone_segment();
 int header_alone_sync();
@@ -25,10 +27,10 @@ int header_alone_version();
 
 BOOST_AUTO_TEST_CASE(each_header_compiles_alone) {
   const int all = header_alone_checksum() + header_alone_codec() + header_alone_concepts() + header_alone_error() +
-                  header_alone_format() + header_alone_hash() + header_alone_io() + header_alone_keydir() +
-                  header_alone_log_store() + header_alone_options() + header_alone_segment() + header_alone_sync() +
+                  header_alone_format() + header_alone_hash() + header_alone_hint() + header_alone_io() + header_alone_keydir() +
+                  header_alone_log_store() + header_alone_merger() + header_alone_options() + header_alone_segment() + header_alone_sync() +
                   header_alone_version();
-  BOOST_TEST(all == 13);
+  BOOST_TEST(all == 15);
 }
 
 BOOST_AUTO_TEST_CASE(the_umbrella_header_exposes_the_api) {

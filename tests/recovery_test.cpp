@@ -183,6 +183,10 @@ struct sealed_fixture {
     { auto db = string_store::open(d / "ref"); run(db, first); }
     { auto db = string_store::open(d / "ref"); run(db, second); }
     seg0 = segment_files(d / "ref").at(0);
+    // Without hint files open scans (and so checks) every record; with them,
+    // damage is found when the record is read (hint_test.cpp).
+    for (const auto& e : std::filesystem::directory_iterator(d / "ref"))
+      if (e.path().extension() == ".hint") std::filesystem::remove(e.path());
   }
 };
 }  // namespace

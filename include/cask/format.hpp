@@ -25,7 +25,7 @@ inline constexpr std::array<std::byte, 8> magic = {std::byte{0x89}, std::byte{'C
 inline constexpr std::uint16_t version = 1;
 inline constexpr std::size_t file_header_size = 32;
 
-enum class file_kind : std::uint16_t { segment = 1, hint = 2 };
+enum class file_kind : std::uint16_t { segment = 1, hint = 2, merge_manifest = 3 };
 
 /// The fields of a file header (FORMAT.md "File header").
 struct file_header {
@@ -34,7 +34,19 @@ struct file_header {
   std::uint32_t checksum_id = 0;            ///< the checksum policy's id
   std::uint32_t codec_id = 0;               ///< codec_id(Codec::name)
   std::uint32_t segment_id = 0;             ///< the segment this file is, or describes (hint)
+  std::uint32_t flags = 0;                  ///< file_flags
 };
+
+/// File header flags. Bits not named here are reserved: zero in version 1,
+/// and a reader refuses a file that sets one.
+enum file_flags : std::uint32_t {
+  /// A segment written whole by a merge and made durable before it got its
+  /// name: it never has a torn tail. Recovery takes the newest segment
+  /// *without* this flag as the one the writer was appending to.
+  merge_output = 0x1,
+};
+/// The file header flags this version knows.
+inline constexpr std::uint32_t known_file_flags = merge_output;
 
 // ---- record (FORMAT.md "Record") ----
 
@@ -89,7 +101,7 @@ void encode_file_header(const file_header& h, std::byte* out) noexcept {
   store_u32(out + 12, h.checksum_id);
   store_u32(out + 16, h.codec_id);
   store_u32(out + 20, h.segment_id);
-  store_u32(out + 24, 0);
+  store_u32(out + 24, h.flags);
   store_u32(out + 28, mask(Checksum::compute(out, 28)));
 }
 
@@ -108,7 +120,9 @@ header_status decode_file_header(std::span<const std::byte> in, file_kind expect
   h.checksum_id = load_u32(in.data() + 12);
   h.codec_id = load_u32(in.data() + 16);
   h.segment_id = load_u32(in.data() + 20);
-  if (h.version == 0 || h.version > version) return header_status::unsupported_version;
+  h.flags = load_u32(in.data() + 24);
+  if (h.version == 0 || h.version > version || (h.flags & ~known_file_flags) != 0)
+    return header_status::unsupported_version;
   if (h.kind != expected) return header_status::wrong_kind;
   return header_status::ok;
 }

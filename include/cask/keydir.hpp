@@ -251,6 +251,13 @@ class hash_keydir {
     }
   }
 
+  /// Hints that an operation on hash `h` follows soon (recovery batches its inserts).
+  void prefetch(std::uint64_t h) const noexcept {
+    h = normalize(h);
+    const table* t = shard_of(h).t.load(std::memory_order_relaxed);
+    __builtin_prefetch(&t->slots[t->home(h)]);
+  }
+
   /// Live entries. Thread-safe.
   std::size_t size() const noexcept { return live_.load(std::memory_order_relaxed); }
 

@@ -29,8 +29,10 @@
 #include <cask/error.hpp>
 #include <cask/format.hpp>
 #include <cask/hash.hpp>
+#include <cask/hint.hpp>
 #include <cask/io.hpp>
 #include <cask/keydir.hpp>
+#include <cask/merger.hpp>
 #include <cask/options.hpp>
 #include <cask/segment.hpp>
 #include <cask/sync.hpp>
@@ -40,6 +42,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
+#include <future>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -60,6 +63,19 @@ struct default_traits {
   using checksum = crc32c;       ///< record checksum (hardware CRC-32C with Boost.CRC fallback)
   using sync = sync_none;        ///< durability (sync_none, sync_always, sync_interval)
   using keydir = hash_keydir;    ///< the in-memory index
+  using merge_policy = default_merge_policy;  ///< which sealed segments a merge rewrites
+};
+
+/// What merge() rewrites: the segments the merge policy picks, or every sealed segment.
+enum class merge_scope { policy, all };
+
+/// What one merge did.
+struct merge_stats {
+  std::size_t segments_in = 0, segments_out = 0;
+  std::uint64_t bytes_in = 0, bytes_out = 0;    ///< data bytes of the inputs and of the outputs
+  std::uint64_t records_copied = 0;             ///< live records and kept tombstones rewritten
+  std::uint64_t records_dropped = 0;            ///< dead records not rewritten
+  std::uint64_t tombstones_dropped = 0;         ///< tombstones no longer needed
 };
 
 /// One segment's figures in store_stats.
@@ -81,6 +97,8 @@ struct store_stats {
   std::uint64_t live_bytes = 0, dead_bytes = 0;
   std::uint64_t recovered_torn_bytes = 0;       ///< cut from the newest segment's tail at open
   std::uint64_t recovered_skipped_records = 0;  ///< corrupt records skipped at open (corruption_policy::skip)
+  std::uint64_t recovered_from_hints = 0;       ///< segments whose keydir entries came from a hint file at open
+  std::uint64_t recovered_by_scan = 0;          ///< segments scanned at open (no valid hint file)
   std::vector<segment_stats> per_segment;       ///< ascending by id
 };
 
@@ -102,6 +120,7 @@ class log_store {
   using keydir_type = typename Traits::keydir;
   using segment_type = segment<io_type>;
   using segment_table_type = segment_table<segment_type>;
+  using merge_policy_type = typename Traits::merge_policy;
 
   /// A zero-copy view of a stored value: the encoded value bytes, in the
   /// segment's mapping. It owns a reference to the segment, so the bytes stay
@@ -240,6 +259,36 @@ class log_store {
     sync_impl(ec, nullptr);
   }
 
+  // ---- merging ----
+
+  /// Rewrites the live records of sealed segments into new segments and
+  /// removes the old ones, reclaiming the space of overwritten and erased
+  /// records. scope::policy merges what the merge policy picks now (possibly
+  /// nothing); scope::all merges every sealed segment. Reads and writes go on
+  /// meanwhile: the merge holds no lock while it does I/O, and installs its
+  /// results in short steps in which a concurrent put or erase wins. A crash
+  /// at any point leaves a store that opens to the same contents. One merge
+  /// runs at a time (a background merge, if running, is waited for).
+  /// Throws: I/O errors; corruption found in an input (the merge is abandoned
+  /// and nothing changes).
+  merge_stats merge(merge_scope scope = merge_scope::policy) {
+    std::error_code ec;
+    detail::error_site site;
+    auto r = merge_impl(scope, /*background=*/false, ec, &site);
+    if (ec) throw error(ec, site.path, site.offset);
+    return r;
+  }
+  merge_stats merge(merge_scope scope, std::error_code& ec) {
+    ec.clear();
+    return merge_impl(scope, false, ec, nullptr);
+  }
+
+  /// The sealed segments the merge policy would merge now (empty: none).
+  std::vector<std::uint32_t> merge_candidates() const {
+    if (!s_) return {};
+    return select_inputs(*s_, merge_scope::policy);
+  }
+
   // ---- reading ----
 
   /// The value of `key`, or nothing. Verifies the record's checksum (unless
@@ -325,6 +374,8 @@ class log_store {
     st.keydir_bytes_per_key = kd.entries ? double(kd.memory_bytes) / double(kd.entries) : 0.0;
     st.recovered_torn_bytes = s.torn_bytes;
     st.recovered_skipped_records = s.skipped_records;
+    st.recovered_from_hints = s.segments_from_hints;
+    st.recovered_by_scan = s.segments_scanned;
     detail::epoch_domain::guard g(s.epoch);
     const segment_table_type* tab = s.segtab.load(std::memory_order_seq_cst);
     const segment_type* active = s.active_raw.load(std::memory_order_seq_cst);
@@ -389,6 +440,16 @@ class log_store {
     // Recovery figures.
     std::uint64_t torn_bytes = 0;
     std::uint64_t skipped_records = 0;
+    std::uint64_t segments_from_hints = 0, segments_scanned = 0;
+
+    // Merging and hint writing: the maintenance thread, and merge() callers.
+    std::mutex merge_mu;  // one merge at a time
+    std::thread maint;
+    std::mutex maint_mu;
+    std::condition_variable maint_cv;
+    bool maint_stop = false;
+    std::vector<std::uint32_t> hint_queue;  // sealed segments still without a hint file
+    std::atomic<bool> stopping{false};      // set by close(): abandon a running merge
   };
 
   explicit log_store(std::unique_ptr<state> s) : s_(std::move(s)) {}
@@ -576,7 +637,15 @@ class log_store {
   /// it and starting a new one if needed. Under write_mu.
   static bool ensure_room(state& s, std::uint64_t size, std::error_code& ec, detail::error_site* site) {
     if (s.tail + size <= s.active->capacity()) return true;
+    const std::uint32_t sealed_id = s.active->id();
+    const bool had_records = s.tail > format::file_header_size;
     if (!seal_active(s, /*closing=*/false, ec, site)) return false;
+    if (had_records) {
+      // The maintenance thread writes its hint file, off the write path.
+      std::lock_guard lk(s.maint_mu);
+      s.hint_queue.push_back(sealed_id);
+      s.maint_cv.notify_all();
+    }
     const std::uint64_t cap = std::max<std::uint64_t>(s.opts.max_segment_bytes, format::file_header_size + size);
     auto seg = create_segment(s, s.next_id, cap, ec, site);
     if (!seg) return false;
@@ -662,18 +731,9 @@ class log_store {
     if (closing) return true;
     auto sealed = open_sealed(s, seg->id(), seg->path(), end, ec, site);
     if (!sealed) return false;
-    copy_counters(*seg, *sealed);
+    sealed->counters().copy_from(seg->counters());
     publish_table(s, s.segtab_owner->with(std::move(sealed)));
     return true;
-  }
-
-  static void copy_counters(const segment_type& from, segment_type& to) {
-    const auto& a = from.counters();
-    auto& b = to.counters();
-    b.live_records.store(a.live_records.load());
-    b.live_bytes.store(a.live_bytes.load());
-    b.dead_records.store(a.dead_records.load());
-    b.dead_bytes.store(a.dead_bytes.load());
   }
 
   /// Opens and maps a sealed segment read-only ([0, size)).
@@ -714,6 +774,7 @@ class log_store {
       s->next_seq = seq + 1;
       s->tail += size;
       seg.set_end(s->tail);
+      seg.counters().note_seq(seq);
       s->written_seq.store(seq, std::memory_order_relaxed);
 
       const std::span<const std::byte> kb(p + format::record_header_size, klen);
@@ -755,6 +816,7 @@ class log_store {
       s->next_seq = seq + 1;
       s->tail += size;
       seg.set_end(s->tail);
+      seg.counters().note_seq(seq);
       s->written_seq.store(seq, std::memory_order_relaxed);
       // The rotation above may have replaced the table; look the old segment up again.
       old_seg = s->segtab_owner->find(existing->segment);
@@ -815,19 +877,371 @@ class log_store {
   void close_impl(std::error_code& ec, detail::error_site* site) noexcept {
     if (!s_) return;
     std::unique_ptr<state> s = std::move(s_);
-    if (s->flusher.joinable()) {
-      {
-        std::lock_guard lk(s->flusher_mu);
-        s->flusher_stop = true;
-      }
-      s->flusher_cv.notify_all();
-      s->flusher.join();
-    }
+    s->stopping.store(true);
+    stop_thread(s->flusher, s->flusher_mu, s->flusher_cv, s->flusher_stop);
+    stop_thread(s->maint, s->maint_mu, s->maint_cv, s->maint_stop);
     if (!s->opts.read_only) {
       std::lock_guard lk(s->write_mu);
-      if (!s->failed.load()) seal_active(*s, /*closing=*/true, ec, site);
+      if (!s->failed.load() && s->active) {
+        const std::uint32_t id = s->active->id();
+        const bool had_records = s->tail > format::file_header_size;
+        if (seal_active(*s, /*closing=*/true, ec, site) && had_records) s->hint_queue.push_back(id);
+      }
+      // Hint files for every sealed segment that lacks one, so a clean restart scans nothing.
+      // A hint that cannot be written costs only a scan at the next open.
+      for (const std::uint32_t id : s->hint_queue)
+        if (auto seg = s->segtab_owner->find_shared(id)) write_hint(*s, *seg);
+      s->hint_queue.clear();
     }
     // Segments are unmapped as their last owner (this state or a value_ref) goes.
+  }
+
+  static void stop_thread(std::thread& t, std::mutex& mu, std::condition_variable& cv, bool& stop) noexcept {
+    if (!t.joinable()) return;
+    {
+      std::lock_guard lk(mu);
+      stop = true;
+    }
+    cv.notify_all();
+    t.join();
+  }
+
+  // ---- hint files ----
+
+  /// Writes the hint file of a sealed segment (scanning it, so every entry
+  /// comes from a record whose checksum was verified). Returns success.
+  static bool write_hint(state& s, const segment_type& seg) {
+    hint_builder<checksum_type> b(seg.id(), s.codec_id);
+    const std::uint64_t end = seg.end();
+    const scan_result r = scan_records<checksum_type>(
+        seg.data(), end, format::file_header_size,
+        [&](const format::record_view& rv, std::uint64_t off) { b.add(rv, static_cast<std::uint32_t>(off)); });
+    if (r.valid_end != end) return false;  // damage: let recovery scan and report it
+    const auto bytes = std::move(b).finish(end);
+    std::error_code e;
+    write_file_atomically(s.io, s.dir, hint_file_name(seg.id()), std::span<const std::byte>(bytes), e);
+    return !e;
+  }
+
+  /// The maintenance thread: hint files for newly sealed segments, and
+  /// background merges when the policy says so.
+  static void maintenance(state& s) {
+    for (;;) {
+      std::vector<std::uint32_t> todo;
+      {
+        std::unique_lock lk(s.maint_mu);
+        s.maint_cv.wait_for(lk, s.opts.merge.check_interval, [&] { return s.maint_stop || !s.hint_queue.empty(); });
+        if (s.maint_stop) return;
+        todo.swap(s.hint_queue);
+      }
+      for (std::size_t i = 0; i < todo.size(); ++i) {
+        std::shared_ptr<segment_type> seg;
+        {
+          std::lock_guard wl(s.write_mu);
+          seg = s.segtab_owner->find_shared(todo[i]);
+        }
+        if (s.stopping.load()) {
+          // close() writes what is left.
+          std::lock_guard lk(s.maint_mu);
+          s.hint_queue.insert(s.hint_queue.end(), todo.begin() + static_cast<long>(i), todo.end());
+          return;
+        }
+        if (seg && !seg->writable()) write_hint(s, *seg);
+      }
+      if (s.opts.merge.background && !s.stopping.load() && !s.failed.load()) {
+        std::error_code ignored;  // a failed background merge changes nothing; merge() reports errors
+        run_merge(s, merge_scope::policy, /*background=*/true, ignored, nullptr);
+      }
+    }
+  }
+
+  // ---- merging ----
+
+  static std::vector<std::uint32_t> select_inputs(const state& s, merge_scope scope) {
+    std::vector<merge_input> sealed;
+    {
+      detail::epoch_domain::guard g(s.epoch);
+      const segment_table_type* tab = s.segtab.load(std::memory_order_seq_cst);
+      for (const auto& seg : tab->all()) {
+        if (seg->writable()) continue;  // the active segment
+        sealed.push_back({seg->id(), seg->end(), seg->counters().dead_bytes.load(std::memory_order_relaxed)});
+      }
+    }
+    if (scope == merge_scope::policy)
+      return merge_policy_type::select(sealed, s.opts.merge, s.opts.max_segment_bytes);
+    std::vector<std::uint32_t> all;
+    for (const auto& m : sealed) all.push_back(m.id);
+    return all;
+  }
+
+  merge_stats merge_impl(merge_scope scope, bool background, std::error_code& ec, detail::error_site* site) {
+    state* s = writable(ec);
+    if (!s) return {};
+    return run_merge(*s, scope, background, ec, site);
+  }
+
+  /// One merge output segment being written.
+  struct merge_output {
+    merge_output(std::uint32_t i, std::uint32_t codec) : id(i), hint(i, codec) {}
+    std::uint32_t id;
+    std::filesystem::path tmp, path;
+    typename io_type::file file;
+    std::uint64_t size = 0, written = 0, dead_bytes = 0, dead_records = 0;
+    std::uint64_t min_seq = ~std::uint64_t{0}, max_seq = 0;
+    hint_builder<checksum_type> hint;
+    std::shared_ptr<segment_type> seg;
+  };
+
+  static merge_stats run_merge(state& s, merge_scope scope, bool background, std::error_code& ec,
+                               detail::error_site* site) {
+    merge_stats st;
+    std::unique_lock ml(s.merge_mu, std::defer_lock);
+    if (background) {
+      if (!ml.try_lock()) return st;
+    } else {
+      ml.lock();
+    }
+    auto picked = select_inputs(s, scope);
+    std::sort(picked.begin(), picked.end());
+    if (picked.empty()) return st;
+
+    // Pin the inputs (sealed segments only, whatever a policy returned), and
+    // find the lowest sequence number any segment that stays may hold: a
+    // tombstone newer than that shadows nothing that stays.
+    std::vector<std::shared_ptr<segment_type>> inputs;
+    std::vector<std::uint32_t> ids;
+    std::uint64_t min_seq_kept = ~std::uint64_t{0};
+    {
+      std::lock_guard wl(s.write_mu);
+      for (const auto& seg : s.segtab_owner->all()) {
+        if (!seg->writable() && std::binary_search(picked.begin(), picked.end(), seg->id())) {
+          inputs.push_back(seg);
+          ids.push_back(seg->id());
+        } else {
+          min_seq_kept = std::min(min_seq_kept, seg->counters().min_seq.load());
+        }
+      }
+    }
+    if (inputs.empty()) return st;
+
+    struct move {
+      std::uint64_t hash;
+      location from, to;
+      std::uint32_t size;
+    };
+    std::vector<move> moves;
+    std::vector<std::unique_ptr<merge_output>> outs;
+    std::vector<std::byte> buf;
+    buf.reserve(std::size_t{1} << 20);
+    std::error_code e;
+    std::filesystem::path err_path;
+    std::uint64_t err_off = error::npos;
+
+    auto abandon = [&] {
+      for (auto& o : outs) {
+        std::error_code ignored;
+        o->file.close(ignored);
+        s.io.remove(o->tmp, ignored);
+      }
+      if (e) detail::set_error(ec, site, e, err_path, err_off);
+      return st;
+    };
+    auto flush = [&](merge_output& o) {
+      if (buf.empty() || e) return;
+      o.file.write_at(buf.data(), buf.size(), o.written, e);
+      if (e) err_path = o.tmp;
+      o.written += buf.size();
+      buf.clear();
+    };
+    auto start_output = [&]() -> merge_output* {
+      std::uint32_t id;
+      {
+        std::lock_guard wl(s.write_mu);
+        id = s.next_id++;
+      }
+      auto o = std::make_unique<merge_output>(id, s.codec_id);
+      o->path = s.dir / segment_type::file_name(id);
+      o->tmp = s.dir / (segment_type::file_name(id) + ".tmp");
+      o->file = s.io.open(o->tmp, open_mode::create_always, e);
+      if (e) {
+        err_path = o->tmp;
+        return nullptr;
+      }
+      format::file_header h;
+      h.checksum_id = checksum_type::id;
+      h.codec_id = s.codec_id;
+      h.segment_id = id;
+      h.flags = format::merge_output;
+      buf.resize(format::file_header_size);
+      format::encode_file_header<checksum_type>(h, buf.data());
+      o->size = format::file_header_size;
+      outs.push_back(std::move(o));
+      return outs.back().get();
+    };
+    auto finish_output = [&](merge_output& o) {
+      flush(o);
+      if (!e) o.file.sync(e);
+      if (e && err_path.empty()) err_path = o.tmp;
+    };
+
+    // 1. Copy the live records (and the tombstones still needed) into new segments.
+    merge_output* out = nullptr;
+    for (const auto& in : inputs) {
+      const std::uint64_t end = in->end();
+      st.bytes_in += end;
+      for (std::uint64_t off = format::file_header_size; off < end;) {
+        if (s.stopping.load()) return abandon();
+        format::record_view rv;
+        if (format::parse_record<checksum_type>(in->data() + off, static_cast<std::size_t>(end - off), rv) !=
+            format::record_status::ok) {
+          e = make_error_code(errc::checksum_mismatch);
+          err_path = in->path();
+          err_off = off;
+          return abandon();
+        }
+        const std::uint64_t h = Hasher{}(rv.key);
+        const location here{in->id(), static_cast<std::uint32_t>(off), false};
+        bool keep;
+        {
+          detail::epoch_domain::guard g(s.epoch);
+          if (rv.is_tombstone()) {
+            // Keep a tombstone while the key is absent and an older record of
+            // it may survive in a segment this merge does not rewrite
+            // (Bitcask issue #82: dropping it would bring the value back).
+            found f;
+            std::error_code ignored;
+            const bool present = lookup(s, rv.key, f, false, ignored, nullptr);
+            keep = !present && min_seq_kept < rv.seq;
+            if (!keep) ++st.tombstones_dropped;
+          } else {
+            keep = s.keydir.find(h, [&](location l) { return l == here; }).has_value();
+            if (!keep) ++st.records_dropped;
+          }
+        }
+        if (keep) {
+          if (!out || (out->size + rv.size > s.opts.max_segment_bytes && out->size > format::file_header_size)) {
+            if (out) finish_output(*out);
+            if (e || !(out = start_output())) return abandon();
+          }
+          buf.insert(buf.end(), in->data() + off, in->data() + off + rv.size);
+          const auto at = static_cast<std::uint32_t>(out->size);
+          out->hint.add(rv, at);
+          out->min_seq = std::min(out->min_seq, rv.seq);
+          out->max_seq = std::max(out->max_seq, rv.seq);
+          if (rv.is_tombstone()) {
+            out->dead_bytes += rv.size;
+            ++out->dead_records;
+          } else {
+            moves.push_back({h, here, location{out->id, at, false}, rv.size});
+          }
+          out->size += rv.size;
+          ++st.records_copied;
+          if (buf.size() >= (std::size_t{1} << 20)) flush(*out);
+          if (e) return abandon();
+        }
+        off += rv.size;
+      }
+    }
+    if (out) finish_output(*out);
+    if (e) return abandon();
+
+    // 2. Commit: the manifest's atomic appearance. From here on recovery
+    //    finishes the merge, so any failure leaves the store failed until reopened.
+    merge_manifest m;
+    m.inputs = ids;
+    for (const auto& o : outs) m.outputs.push_back(o->id);
+    const std::string manifest_name = merge_manifest::file_name(outs.empty() ? ids.front() : outs.front()->id);
+    {
+      const auto bytes = m.template encode<checksum_type>(s.codec_id);
+      write_file_atomically(s.io, s.dir, manifest_name, std::span<const std::byte>(bytes), e);
+      if (e) {
+        // Not committed. Should the rename have happened, recovery finds a
+        // manifest whose outputs are gone and discards it.
+        std::error_code ignored;
+        s.io.remove(s.dir / manifest_name, ignored);
+        err_path = s.dir / manifest_name;
+        return abandon();
+      }
+    }
+    auto fail_committed = [&](const std::filesystem::path& p) {
+      s.failed.store(true);
+      detail::set_error(ec, site, e, p);
+      return st;
+    };
+    for (auto& o : outs) {
+      o->file.close(e);
+      if (!e) s.io.rename(o->tmp, o->path, e);
+      if (e) return fail_committed(o->tmp);
+    }
+    s.io.sync_dir(s.dir, e);
+    if (e) return fail_committed(s.dir);
+
+    // 3. Make the outputs readable, then point the keydir at them.
+    for (auto& o : outs) {
+      o->seg = open_sealed(s, o->id, o->path, o->size, e, nullptr);
+      if (!o->seg) return fail_committed(o->path);
+      auto& c = o->seg->counters();
+      c.dead_bytes.store(o->dead_bytes);
+      c.dead_records.store(o->dead_records);
+      c.min_seq.store(o->min_seq);
+      c.max_seq.store(o->max_seq);
+      st.bytes_out += o->size;
+    }
+    st.segments_in = inputs.size();
+    st.segments_out = outs.size();
+    {
+      std::lock_guard wl(s.write_mu);
+      auto t = s.segtab_owner;
+      for (auto& o : outs) t = t->with(o->seg);
+      publish_table(s, std::move(t));
+    }
+    constexpr std::size_t chunk = 4096;  // keys installed per hold of the writer's lock
+    for (std::size_t i = 0; i < moves.size(); i += chunk) {
+      std::lock_guard wl(s.write_mu);
+      for (std::size_t j = i; j < std::min(moves.size(), i + chunk); ++j) {
+        const move& mv = moves[j];
+        segment_type* to = s.segtab_owner->find(mv.to.segment);
+        if (s.keydir.replace_if(mv.hash, mv.from, mv.to)) {
+          to->counters().add_live(mv.size);
+        } else {
+          to->counters().add_dead(mv.size);  // a put or erase won meanwhile
+        }
+      }
+    }
+
+    // 4. Retire the inputs: out of the table, then (after readers are done) off the disk.
+    {
+      std::lock_guard wl(s.write_mu);
+      publish_table(s, s.segtab_owner->without(ids));
+    }
+    // Past this point the merge has taken effect; a failed step is still
+    // reported, and what it left behind is cleaned up by the next open.
+    auto report_late = [&](std::error_code err, const std::filesystem::path& p) {
+      detail::set_error(ec, site, err, p);
+      return st;
+    };
+    for (const auto& in : inputs) {
+      s.io.remove(in->path(), e);
+      // Keep the manifest: the next open removes the rest of the inputs.
+      if (e && e != std::errc::no_such_file_or_directory) return report_late(e, in->path());
+      e.clear();
+      std::error_code rm;
+      s.io.remove(s.dir / hint_file_name(in->id()), rm);  // may not exist; an orphan goes at the next open
+      if (rm && rm != std::errc::no_such_file_or_directory) return report_late(rm, s.dir / hint_file_name(in->id()));
+    }
+    inputs.clear();
+    s.io.sync_dir(s.dir, e);
+    if (!e) s.io.remove(s.dir / manifest_name, e);
+    if (!e) s.io.sync_dir(s.dir, e);
+    if (e) return report_late(e, s.dir);
+
+    // 5. Hint files for the outputs (without one, the next open scans the segment).
+    for (auto& o : outs) {
+      const auto bytes = std::move(o->hint).finish(o->size);
+      write_file_atomically(s.io, s.dir, hint_file_name(o->id), std::span<const std::byte>(bytes), e);
+      if (e) return report_late(e, s.dir / hint_file_name(o->id));
+    }
+    return st;
   }
 
   // ---- recovery ----
@@ -874,6 +1288,10 @@ class log_store {
       ++s->next_id;
       install_active(*s, std::move(seg));
     }
+    if (!opts.read_only) {
+      state* raw = s.get();
+      raw->maint = std::thread([raw] { maintenance(*raw); });
+    }
     if constexpr (sync_type::background) {
       if (!opts.read_only) {
         state* raw = s.get();
@@ -917,21 +1335,212 @@ class log_store {
     return "?";
   }
 
-  /// Scans every segment in id order and rebuilds the keydir. Cuts a torn
-  /// tail off the newest segment (unless read-only).
+  /// Finishes or discards merges interrupted by a crash, going by their
+  /// manifests; returns the segment ids to leave out (read-only: inputs of a
+  /// committed merge whose outputs are all in place, or outputs of one whose
+  /// are not).
+  static std::vector<std::uint32_t> settle_merges(state& s, const std::vector<std::string>& names) {
+    const bool rw = !s.opts.read_only;
+    std::vector<std::uint32_t> skip;
+    for (const auto& n : names) {
+      if (n.size() != 16 || !n.ends_with(".merge")) continue;
+      const auto path = s.dir / n;
+      std::vector<std::byte> bytes;
+      merge_manifest m;
+      const bool valid = read_whole_file(s.io, path, bytes) && m.template decode<checksum_type>(bytes, s.codec_id);
+      bool complete = valid;
+      for (const auto id : m.outputs) {
+        const auto out = s.dir / segment_type::file_name(id);
+        if (!s.io.exists(out) && !s.io.exists(out.string() + ".tmp")) complete = false;
+      }
+      if (!rw) {
+        bool in_place = complete;
+        for (const auto id : m.outputs) in_place = in_place && s.io.exists(s.dir / segment_type::file_name(id));
+        if (in_place)
+          skip.insert(skip.end(), m.inputs.begin(), m.inputs.end());
+        else
+          skip.insert(skip.end(), m.outputs.begin(), m.outputs.end());
+        continue;
+      }
+      std::error_code ignored;
+      if (complete) {
+        // Committed: put the outputs in place and remove the inputs.
+        for (const auto id : m.outputs) {
+          const auto out = s.dir / segment_type::file_name(id);
+          if (!s.io.exists(out)) s.io.rename(out.string() + ".tmp", out, ignored);
+        }
+        for (const auto id : m.inputs) {
+          s.io.remove(s.dir / segment_type::file_name(id), ignored);
+          s.io.remove(s.dir / hint_file_name(id), ignored);
+        }
+        s.io.sync_dir(s.dir, ignored);
+        report(s, recovery_event::kind::finished_merge, path, 0, 0, "completed an interrupted merge");
+      } else {
+        report(s, recovery_event::kind::finished_merge, path, 0, 0, "discarded an uncommitted merge manifest");
+      }
+      s.io.remove(path, ignored);
+      s.io.sync_dir(s.dir, ignored);
+    }
+    return skip;
+  }
+
+  /// A segment made ready for the keydir, off the main thread: mapped, its
+  /// header checked, and its entries read from its hint file or by a scan,
+  /// with their key hashes computed.
+  struct prepared {
+    std::uint32_t id = 0;
+    bool newest = false;
+    std::filesystem::path path;
+    std::shared_ptr<segment_type> seg;
+    std::uint64_t size = 0;  // file size
+    std::uint64_t end = 0;   // end of the valid data
+    struct entry {
+      std::uint64_t hash, seq;
+      std::uint32_t offset, size;
+      std::uint8_t flags;
+      std::span<const std::byte> key;
+    };
+    std::vector<entry> entries;
+    std::vector<std::byte> hint;  // keys of hint entries point here
+    bool from_hint = false;
+    bool partial = false;         // a newest segment whose header never became valid
+    std::vector<recovery_event> events;
+    std::uint64_t torn_bytes = 0, skipped = 0;
+    std::error_code ec;
+    std::uint64_t err_off = error::npos;
+  };
+
+  static prepared prepare(const state& s, std::uint32_t id, bool newest) {
+    prepared p;
+    p.id = id;
+    p.newest = newest;
+    p.path = s.dir / segment_type::file_name(id);
+    const auto& path = p.path;
+    auto fail = [&](std::error_code e, std::uint64_t off = error::npos) {
+      p.ec = e;
+      p.err_off = off;
+      return std::move(p);
+    };
+    std::error_code e;
+    auto f = s.io.open(path, open_mode::read, e);
+    if (e) return fail(e);
+    p.size = f.size(e);
+    if (e) return fail(e);
+    const std::uint64_t size = p.size;
+    if (size < format::file_header_size) {
+      // A segment whose header never became durable can only be the newest
+      // (segments are created one at a time, the previous one durable first).
+      if (!newest) return fail(make_error_code(errc::corruption), 0);
+      p.partial = true;
+      p.events.push_back({recovery_event::kind::removed_partial, path, 0, size, "segment shorter than its header"});
+      return p;
+    }
+    auto m = s.io.map(f, static_cast<std::size_t>(size), false, e);
+    if (e) return fail(e);
+    format::file_header h;
+    const auto hs = format::decode_file_header<checksum_type>(std::span(m.data(), static_cast<std::size_t>(size)),
+                                                              format::file_kind::segment, h);
+    if (hs != format::header_status::ok) {
+      // The newest segment's header may be torn if the machine crashed as the
+      // segment was created; then no record in it can validate either.
+      if (newest && (hs == format::header_status::bad_checksum || hs == format::header_status::bad_magic) &&
+          !find_next_record<checksum_type>(m.data(), size, format::file_header_size)) {
+        p.partial = true;
+        p.events.push_back({recovery_event::kind::removed_partial, path, 0, size, "segment header never completed"});
+        return p;
+      }
+      errc code = errc::corruption;
+      if (hs == format::header_status::bad_magic) code = errc::bad_magic;
+      if (hs == format::header_status::unsupported_version) code = errc::unsupported_version;
+      return fail(make_error_code(code), 0);
+    }
+    if (h.codec_id != s.codec_id || h.checksum_id != checksum_type::id) return fail(make_error_code(errc::codec_mismatch), 0);
+    if (h.segment_id != id) return fail(make_error_code(errc::corruption), 20);
+    p.seg = std::make_shared<segment_type>(id, path, std::move(f), std::move(m), size);
+    const std::byte* data = p.seg->data();
+
+    // A valid hint file spares reading the values.
+    hint_summary hs_sum;
+    if (read_whole_file(s.io, s.dir / hint_file_name(id), p.hint) &&
+        validate_hint<checksum_type>(p.hint, id, s.codec_id, size, hs_sum)) {
+      p.entries.reserve(static_cast<std::size_t>(hs_sum.records));
+      for_each_hint_entry(std::span<const std::byte>(p.hint), [&](const hint_entry& he) {
+        p.entries.push_back({Hasher{}(he.key), he.seq, he.offset, he.size, he.flags, he.key});
+      });
+      p.from_hint = true;
+      p.end = size;
+      return p;
+    }
+    p.hint.clear();
+
+    auto add = [&](const format::record_view& rv, std::uint64_t off) {
+      p.entries.push_back({Hasher{}(rv.key), rv.seq, static_cast<std::uint32_t>(off), rv.size, rv.flags, rv.key});
+    };
+    std::uint64_t start = format::file_header_size;
+    for (;;) {
+      const scan_result r = scan_records<checksum_type>(data, size, start, add);
+      if (r.valid_end == size || (r.stop == format::record_status::zero && r.clean_end && newest)) {
+        p.end = r.valid_end;
+        break;
+      }
+      if (newest) {
+        // A torn tail: whatever follows the last valid record was never
+        // acknowledged as durable (records are durable only in order).
+        const auto next = find_next_record<checksum_type>(data, size, r.valid_end + 1);
+        std::uint64_t nonzero_end = size;
+        while (nonzero_end > r.valid_end && data[nonzero_end - 1] == std::byte{0}) --nonzero_end;
+        std::string why = std::string("torn tail: ") + status_text(r.stop);
+        if (next) why += "; records that validate follow at offset " + std::to_string(*next) +
+                         " (unsynced writes reordered by the page cache, or damage)";
+        if (s.opts.read_only) why += " (read-only: not cut)";
+        p.torn_bytes += nonzero_end - r.valid_end;
+        p.events.push_back({recovery_event::kind::torn_tail, path, r.valid_end, nonzero_end - r.valid_end, why});
+        p.end = r.valid_end;
+        break;
+      }
+      // Damage inside a sealed segment, which was durable before the next one began.
+      const errc code = r.stop == format::record_status::bad_checksum ? errc::checksum_mismatch : errc::corruption;
+      if (s.opts.on_corruption == corruption_policy::fail) {
+        p.events.push_back({recovery_event::kind::corrupt_record, path, r.valid_end, 0, status_text(r.stop)});
+        return fail(make_error_code(code), r.valid_end);
+      }
+      const auto next = find_next_record<checksum_type>(data, size, r.valid_end + 1);
+      const std::uint64_t resume = next ? *next : size;
+      ++p.skipped;
+      p.events.push_back({recovery_event::kind::corrupt_record, path, r.valid_end, resume - r.valid_end,
+                          std::string(status_text(r.stop)) + "; skipped"});
+      if (!next) {
+        p.end = size;
+        break;
+      }
+      start = resume;
+    }
+    return p;
+  }
+
+  /// Rebuilds the keydir from every segment, in id order: the main thread
+  /// applies segment i while a helper thread prepares segment i + 1. Cuts a
+  /// torn tail off the newest segment (unless read-only).
   static bool recover(state& s, std::error_code& ec, detail::error_site* site) {
     const bool rw = !s.opts.read_only;
     std::error_code le;
     auto names = s.io.list(s.dir, le);
     if (le) return detail::set_error(ec, site, le, s.dir), false;
+    const auto skip = settle_merges(s, names);
+    if (rw) names = s.io.list(s.dir, le);
+    if (le) return detail::set_error(ec, site, le, s.dir), false;
     std::vector<std::uint32_t> ids;
+    std::vector<std::uint32_t> hinted;
     for (const auto& n : names) {
       if (auto id = segment_type::parse_file_name(n)) {
-        ids.push_back(*id);
+        if (std::find(skip.begin(), skip.end(), *id) == skip.end()) ids.push_back(*id);
       } else if (rw && n.size() > 4 && n.ends_with(".tmp")) {
         std::error_code ignored;
         s.io.remove(s.dir / n, ignored);
         report(s, recovery_event::kind::removed_temp, s.dir / n, 0, 0, "leftover temporary file removed");
+      } else if (n.size() == 15 && n.ends_with(".hint")) {
+        std::uint32_t id = 0;
+        if (std::from_chars(n.data(), n.data() + 10, id).ec == std::errc()) hinted.push_back(id);
       }
     }
     std::sort(ids.begin(), ids.end());
@@ -939,84 +1548,92 @@ class log_store {
       detail::set_error(ec, site, make_error_code(errc::already_exists), s.dir);
       return false;
     }
+    if (rw) {
+      // A hint without its segment is a leftover of a merge's removal.
+      for (const auto id : hinted)
+        if (!std::binary_search(ids.begin(), ids.end(), id)) {
+          std::error_code ignored;
+          s.io.remove(s.dir / hint_file_name(id), ignored);
+        }
+    }
 
     std::vector<std::shared_ptr<segment_type>> segs;
     std::uint64_t max_seq = 0;
-    // Index of recovered segments for the keydir's key comparisons.
+    // Recovered segments by id, for comparing keys against existing entries.
     auto find_seg = [&](std::uint32_t id) -> segment_type* {
-      auto it = std::lower_bound(segs.begin(), segs.end(), id, [](const auto& p, std::uint32_t v) { return p->id() < v; });
+      auto it = std::lower_bound(segs.begin(), segs.end(), id,
+                                 [](const auto& p, std::uint32_t v) { return p->id() < v; });
       return it != segs.end() && (*it)->id() == id ? it->get() : nullptr;
     };
 
-    for (std::size_t idx = 0; idx < ids.size(); ++idx) {
-      const std::uint32_t id = ids[idx];
-      const bool newest = idx + 1 == ids.size();
-      const auto path = s.dir / segment_type::file_name(id);
-      std::error_code e;
-      auto f = s.io.open(path, open_mode::read, e);
-      if (e) return detail::set_error(ec, site, e, path), false;
-      const std::uint64_t size = f.size(e);
-      if (e) return detail::set_error(ec, site, e, path), false;
+    // The segment the writer was appending to: the newest one not written by
+    // a merge (merge outputs take ids above the active segment's). Only it
+    // may have a torn tail or an unfinished header.
+    std::uint32_t last_active = 0;
+    for (const auto id : ids) {
+      std::byte hb[format::file_header_size];
+      std::error_code he;
+      auto f = s.io.open(s.dir / segment_type::file_name(id), open_mode::read, he);
+      format::file_header h;
+      const bool merged = !he && f.read_at(hb, sizeof hb, 0, he) == sizeof hb && !he &&
+                          format::decode_file_header<checksum_type>(std::span(hb), format::file_kind::segment, h) ==
+                              format::header_status::ok &&
+                          (h.flags & format::merge_output) != 0;
+      if (!merged) last_active = id;
+    }
 
-      // A segment whose header never became durable can only be the newest
-      // (segments are created one at a time, the previous one durable first).
-      auto partial = [&](const char* why) -> int {
-        if (!newest) {
-          detail::set_error(ec, site, make_error_code(errc::corruption), path, 0);
-          return -1;
-        }
+    std::future<prepared> next;
+    auto launch = [&](std::size_t idx) {
+      if (idx < ids.size())
+        next = std::async(std::launch::async, [&s, id = ids[idx], newest = ids[idx] == last_active] {
+          return prepare(s, id, newest);
+        });
+    };
+    launch(0);
+    for (std::size_t idx = 0; idx < ids.size(); ++idx) {
+      prepared p = next.get();
+      launch(idx + 1);
+      for (const auto& ev : p.events) report(s, ev.what, ev.file, ev.offset, ev.bytes, ev.detail);
+      if (p.ec) {
+        if (next.valid()) next.wait();
+        detail::set_error(ec, site, p.ec, p.path, p.err_off);
+        return false;
+      }
+      std::error_code e;
+      if (p.partial) {
         if (rw) {
-          std::error_code ignored;
-          f.close(ignored);
-          s.io.remove(path, ignored);
-          s.io.sync_dir(s.dir, ignored);
+          s.io.remove(p.path, e);
+          if (!e) s.io.sync_dir(s.dir, e);
+          if (e) {
+            if (next.valid()) next.wait();
+            return detail::set_error(ec, site, e, p.path), false;
+          }
         }
-        report(s, recovery_event::kind::removed_partial, path, 0, size, why);
-        return 0;
-      };
-      if (size < format::file_header_size) {
-        if (partial("segment shorter than its header") < 0) return false;
         continue;
       }
-      auto m = s.io.map(f, static_cast<std::size_t>(size), false, e);
-      if (e) return detail::set_error(ec, site, e, path), false;
-      format::file_header h;
-      const auto hs = format::decode_file_header<checksum_type>(std::span(m.data(), static_cast<std::size_t>(size)),
-                                                                format::file_kind::segment, h);
-      if (hs != format::header_status::ok) {
-        // The newest segment's header may be torn if the machine crashed as the
-        // segment was created; then no record in it can validate either.
-        if (newest && (hs == format::header_status::bad_checksum || hs == format::header_status::bad_magic) &&
-            !find_next_record<checksum_type>(m.data(), size, format::file_header_size)) {
-          if (partial("segment header never completed") < 0) return false;
-          continue;
-        }
-        errc code = errc::corruption;
-        if (hs == format::header_status::bad_magic) code = errc::bad_magic;
-        if (hs == format::header_status::unsupported_version) code = errc::unsupported_version;
-        detail::set_error(ec, site, make_error_code(code), path, 0);
-        return false;
-      }
-      if (h.codec_id != s.codec_id || h.checksum_id != checksum_type::id) {
-        detail::set_error(ec, site, make_error_code(errc::codec_mismatch), path, 0);
-        return false;
-      }
-      if (h.segment_id != id) {
-        detail::set_error(ec, site, make_error_code(errc::corruption), path, 20);
-        return false;
-      }
-      auto seg = std::make_shared<segment_type>(id, path, std::move(f), std::move(m), size);
+      s.torn_bytes += p.torn_bytes;
+      s.skipped_records += p.skipped;
+      ++(p.from_hint ? s.segments_from_hints : s.segments_scanned);
+      if (!p.from_hint && rw && !(p.newest && p.end == format::file_header_size)) s.hint_queue.push_back(p.id);
+      auto seg = p.seg;
       segs.push_back(seg);
-
-      auto apply = [&](const format::record_view& rv, std::uint64_t off) {
-        max_seq = std::max(max_seq, rv.seq);
-        const bool tomb = rv.is_tombstone();
+      auto& counters = seg->counters();
+      s.keydir.reserve(s.keydir.size() + p.entries.size());
+      const std::size_t n = p.entries.size();
+      constexpr std::size_t ahead = 8;  // prefetch distance: overlap the table's cache misses
+      for (std::size_t k = 0; k < std::min(n, ahead); ++k) s.keydir.prefetch(p.entries[k].hash);
+      for (std::size_t k = 0; k < n; ++k) {
+        if (k + ahead < n) s.keydir.prefetch(p.entries[k + ahead].hash);
+        const auto& en = p.entries[k];
+        max_seq = std::max(max_seq, en.seq);
+        counters.note_seq(en.seq);
+        const bool tomb = (en.flags & format::tombstone) != 0;
         segment_type* old_seg = nullptr;
         std::uint32_t old_size = 0;
         std::uint64_t old_seq = 0;
         bool old_tomb = false;
         const auto old = s.keydir.upsert(
-            Hasher{}(rv.key), location{id, static_cast<std::uint32_t>(off), tomb},
+            en.hash, location{p.id, en.offset, tomb},
             [&](location l) {
               old_seg = find_seg(l.segment);
               if (!old_seg) return false;
@@ -1024,78 +1641,40 @@ class log_store {
               if (format::parse_record_header(old_seg->data() + l.offset, old_seg->capacity() - l.offset, o) !=
                   format::record_status::ok)
                 return false;
-              if (!same_bytes(o.key, rv.key)) return false;
+              if (!same_bytes(o.key, en.key)) return false;
               old_size = o.size;
               old_seq = o.seq;
               old_tomb = l.tombstone;
               return true;
             },
-            [&](location) { return rv.seq > old_seq; });
-        const bool newer = !old || rv.seq > old_seq;
+            [&](location) { return en.seq > old_seq; });
+        const bool newer = !old || en.seq > old_seq;
         if (old && newer && !old_tomb) old_seg->counters().live_to_dead(old_size);
         if (newer && !tomb)
-          seg->counters().add_live(rv.size);
+          counters.add_live(en.size);
         else
-          seg->counters().add_dead(rv.size);
-      };
-
-      std::uint64_t start = format::file_header_size;
-      std::uint64_t end = size;
-      for (;;) {
-        const scan_result r = scan_records<checksum_type>(seg->data(), size, start, apply);
-        if (r.valid_end == size || (r.stop == format::record_status::zero && r.clean_end && newest)) {
-          end = r.valid_end;
-          break;
-        }
-        if (newest) {
-          // A torn tail: whatever follows the last valid record was never
-          // acknowledged as durable (records are durable only in order).
-          const auto next = find_next_record<checksum_type>(seg->data(), size, r.valid_end + 1);
-          std::uint64_t nonzero_end = size;
-          while (nonzero_end > r.valid_end && seg->data()[nonzero_end - 1] == std::byte{0}) --nonzero_end;
-          std::string why = std::string("torn tail: ") + status_text(r.stop);
-          if (next) why += "; records that validate follow at offset " + std::to_string(*next) +
-                           " (unsynced writes reordered by the page cache, or damage)";
-          if (!rw) why += " (read-only: not cut)";
-          s.torn_bytes += nonzero_end - r.valid_end;
-          report(s, recovery_event::kind::torn_tail, path, r.valid_end, nonzero_end - r.valid_end, why);
-          end = r.valid_end;
-          break;
-        }
-        // Damage inside a sealed segment, which was durable before the next one began.
-        const errc code = r.stop == format::record_status::bad_checksum ? errc::checksum_mismatch : errc::corruption;
-        if (s.opts.on_corruption == corruption_policy::fail) {
-          report(s, recovery_event::kind::corrupt_record, path, r.valid_end, 0, status_text(r.stop));
-          detail::set_error(ec, site, make_error_code(code), path, r.valid_end);
-          return false;
-        }
-        const auto next = find_next_record<checksum_type>(seg->data(), size, r.valid_end + 1);
-        const std::uint64_t resume = next ? *next : size;
-        ++s.skipped_records;
-        report(s, recovery_event::kind::corrupt_record, path, r.valid_end, resume - r.valid_end,
-               std::string(status_text(r.stop)) + "; skipped");
-        if (!next) break;
-        start = resume;
+          counters.add_dead(en.size);
       }
-      seg->set_end(end);
-      if (newest && rw && end == format::file_header_size) {
+      seg->set_end(p.end);
+      if (p.newest && rw && p.end == format::file_header_size) {
         // No records: remove rather than keep an empty sealed segment.
         segs.pop_back();
         seg.reset();
-        s.io.remove(path, e);
+        p.seg.reset();
+        s.io.remove(p.path, e);
         if (!e) s.io.sync_dir(s.dir, e);
-        if (e) return detail::set_error(ec, site, e, path), false;
+        if (e) return detail::set_error(ec, site, e, p.path), false;
         continue;
       }
-      if (newest && rw && end != size) {
+      if (p.newest && rw && p.end != p.size) {
         // Cut the tail, make the cut durable, and map the segment at its new size.
-        auto wf = s.io.open(path, open_mode::read_write, e);
-        if (!e) wf.truncate(end, e);
+        auto wf = s.io.open(p.path, open_mode::read_write, e);
+        if (!e) wf.truncate(p.end, e);
         if (!e) wf.sync(e);
-        if (e) return detail::set_error(ec, site, e, path, end), false;
-        auto sealed = open_sealed(s, id, path, end, ec, site);
+        if (e) return detail::set_error(ec, site, e, p.path, p.end), false;
+        auto sealed = open_sealed(s, p.id, p.path, p.end, ec, site);
         if (!sealed) return false;
-        copy_counters(*seg, *sealed);
+        sealed->counters().copy_from(seg->counters());
         segs.back() = sealed;
       }
     }

@@ -29,6 +29,7 @@ struct recovery_event {
     corrupt_record,   ///< a record in a sealed segment failed validation (skipped under corruption_policy::skip)
     removed_partial,  ///< a segment whose header was never completed was removed
     removed_temp,     ///< a leftover temporary file was removed
+    finished_merge,   ///< a merge interrupted by a crash was completed (or its uncommitted manifest discarded)
   };
   kind what;                   ///< what happened
   std::filesystem::path file;  ///< the file it happened in
@@ -39,6 +40,43 @@ struct recovery_event {
 
 /// Run-time options of a store, given to log_store::open(). Override
 /// members one at a time: `cask::options o; o.read_only = true;`.
+/// When and what the merger rewrites. A sealed segment's fragmentation is
+/// dead bytes / data bytes; dead bytes are overwritten or erased records and
+/// tombstones. See merger.hpp for how these combine.
+struct merge_options {
+  /// Merge in a background thread when the policy triggers. Default true.
+  /// Off: merges happen only when merge() is called.
+  bool background = true;
+  /// How often the background thread consults the policy. Default 1 s.
+  std::chrono::milliseconds check_interval{1000};
+
+  /// A merge starts when some sealed segment is at least this fragmented.
+  /// Default 0.6: lower reclaims space sooner at the cost of more rewriting.
+  double trigger_fragmentation = 0.6;
+  /// ...or holds at least this many dead bytes. Default 512 MiB.
+  std::uint64_t trigger_dead_bytes = std::uint64_t{512} << 20;
+  /// ...or the whole store is at least this fragmented. Default 0.5: bounds
+  /// disk use at about twice the live data.
+  double trigger_store_fragmentation = 0.5;
+
+  /// Once triggered, every sealed segment at least this fragmented is merged.
+  /// Default 0.4.
+  double candidate_fragmentation = 0.4;
+  /// ...and every one with at least this many dead bytes. Default 128 MiB.
+  std::uint64_t candidate_dead_bytes = std::uint64_t{128} << 20;
+
+  /// Sealed segments smaller than this are "small" (default 0: one eighth of
+  /// max_segment_bytes). Small segments, from frequent reopening or tiny
+  /// limits, are folded together: a merge triggers when at least
+  /// small_segment_count of them exist, and every small segment is merged.
+  std::uint64_t small_segment_bytes = 0;
+  std::size_t small_segment_count = 8;
+
+  /// At most this many input bytes per merge (default 1 GiB), oldest
+  /// segments first, so one merge's I/O and temporary disk use stay bounded.
+  std::uint64_t max_bytes = std::uint64_t{1} << 30;
+};
+
 struct options {
   /// Size at which the active segment is sealed and a new one started.
   /// Default 128 MiB. Each segment is preallocated to this size, so smaller
@@ -71,6 +109,9 @@ struct options {
 
   /// Largest encoded key accepted by put. Default 64 KiB; at most 1 MiB.
   std::uint32_t max_key_bytes = 64u << 10;
+  /// Merging (compaction); see merge_options.
+  merge_options merge;
+
   /// Largest encoded value accepted by put. Default 256 MiB; at most 2 GiB - 1.
   std::uint32_t max_value_bytes = 256u << 20;
 };

@@ -49,6 +49,22 @@ struct segment_counters {
     dead_bytes.fetch_add(bytes, std::memory_order_relaxed);
   }
   /// Moves a record of `bytes` bytes from live to dead (overwritten or erased).
+  /// Lowest and highest sequence number of any record in the segment (the
+  /// merger drops a tombstone only if no segment it keeps can hold an older
+  /// record). Updated by the one thread that fills the segment.
+  std::atomic<std::uint64_t> min_seq{~std::uint64_t{0}}, max_seq{0};
+  void note_seq(std::uint64_t seq) noexcept {
+    if (seq < min_seq.load(std::memory_order_relaxed)) min_seq.store(seq, std::memory_order_relaxed);
+    if (seq > max_seq.load(std::memory_order_relaxed)) max_seq.store(seq, std::memory_order_relaxed);
+  }
+  void copy_from(const segment_counters& o) noexcept {
+    live_records.store(o.live_records.load());
+    live_bytes.store(o.live_bytes.load());
+    dead_records.store(o.dead_records.load());
+    dead_bytes.store(o.dead_bytes.load());
+    min_seq.store(o.min_seq.load());
+    max_seq.store(o.max_seq.load());
+  }
   void live_to_dead(std::uint64_t bytes) noexcept {
     live_records.fetch_sub(1, std::memory_order_relaxed);
     live_bytes.fetch_sub(bytes, std::memory_order_relaxed);

@@ -1,0 +1,225 @@
+// Hint files: exact bytes, a clean restart that scans nothing, and every kind
+// of damaged hint falling back to a scan that yields the same keydir.
+#define BOOST_TEST_MODULE hint
+#include <boost/test/unit_test.hpp>
+
+#include "test_util.hpp"
+
+#include <map>
+
+using namespace cask_test;
+namespace fmt = cask::format;
+
+namespace {
+using model = std::map<std::string, std::string>;
+model contents(const string_store& db) {
+  model m;
+  db.for_each([&](const std::string& k, const std::string& v) { m[k] = v; });
+  return m;
+}
+std::vector<cask::segment_stats> live_dead(const cask::store_stats& st) {
+  auto v = st.per_segment;
+  v.erase(std::remove_if(v.begin(), v.end(), [](const auto& s) { return s.active; }), v.end());
+  return v;
+}
+bool same_segments(const std::vector<cask::segment_stats>& a, const std::vector<cask::segment_stats>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (a[i].id != b[i].id || a[i].bytes != b[i].bytes || a[i].live_records != b[i].live_records ||
+        a[i].live_bytes != b[i].live_bytes || a[i].dead_bytes != b[i].dead_bytes ||
+        a[i].dead_records != b[i].dead_records)
+      return false;
+  return true;
+}
+cask::options opts() {
+  cask::options o;
+  o.max_segment_bytes = 4096;
+  o.merge.background = false;
+  return o;
+}
+/// A closed store of a few segments with overwrites and erases; hint files for all.
+model build(const std::filesystem::path& dir) {
+  model m;
+  auto db = string_store::open(dir, opts());
+  for (int i = 0; i < 90; ++i) {
+    const std::string k = key_of(i % 40);
+    if (i % 9 == 4) {
+      if (db.erase(k)) m.erase(k);
+    } else {
+      db.put(k, value_of(i, 30));
+      m[k] = value_of(i, 30);
+    }
+  }
+  return m;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(hint_file_golden_bytes) {
+  fmt::record_view rv;
+  const std::string key = "k1";
+  rv.seq = 1;
+  rv.flags = 0;
+  rv.size = 25;
+  rv.key = std::as_bytes(std::span(key));
+  cask::hint_builder<cask::crc32c> b(7, fmt::codec_id<cask::crc32c>(cask::basic_codec::name));
+  b.add(rv, 32);
+  rv.seq = 2;
+  rv.flags = fmt::tombstone;
+  rv.size = 23;
+  b.add(rv, 57);
+  const auto bytes = std::move(b).finish(80);
+  auto hex = [&](std::size_t from, std::size_t n) {
+    std::string s;
+    char h[4];
+    for (std::size_t i = from; i < from + n; ++i) {
+      std::snprintf(h, sizeof h, "%02x", std::to_integer<unsigned>(bytes[i]));
+      s += h;
+    }
+    return s;
+  };
+  BOOST_TEST(bytes.size() == 32u + 2 * 23u + 40u);
+  BOOST_TEST(hex(0, 12) == "894341534b0d0a1a" "0100" "0200");  // magic, version 1, kind 2: hint
+  // entries: seq | offset | size | flags | key length | key
+  BOOST_TEST(hex(32, 23) == "0100000000000000" "20000000" "19000000" "00" "02000000" "6b31");
+  BOOST_TEST(hex(55, 23) == "0200000000000000" "39000000" "17000000" "01" "02000000" "6b31");
+  // trailer: records 2 | segment bytes 80 | min seq 1 | max seq 2 | reserved | masked crc
+  BOOST_TEST(hex(78, 36) == "0200000000000000" "5000000000000000" "0100000000000000" "0200000000000000" "00000000");
+  BOOST_TEST(hex(114, 4) == "e5632954");
+  cask::hint_summary sum;
+  BOOST_TEST(cask::validate_hint<cask::crc32c>(bytes, 7, fmt::codec_id<cask::crc32c>(cask::basic_codec::name), 80, sum));
+  BOOST_TEST(sum.records == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(a_clean_restart_loads_every_segment_from_hints) {
+  temp_dir d("clean");
+  const model m = build(d.path());
+  auto db = string_store::open(d.path(), opts());
+  const auto st = db.stats();
+  BOOST_TEST(st.recovered_by_scan == 0u);
+  BOOST_TEST(st.recovered_from_hints == live_dead(st).size());
+  BOOST_TEST(st.recovered_from_hints >= 2u);
+  BOOST_TEST((contents(db) == m));
+}
+
+BOOST_AUTO_TEST_CASE(hints_and_scans_build_the_same_keydir) {
+  temp_dir d("same");
+  const model m = build(d / "ref");
+  std::vector<cask::segment_stats> with_hints, scanned;
+  {
+    copy_dir(d / "ref", d / "a");
+    auto db = string_store::open(d / "a", opts());
+    with_hints = live_dead(db.stats());
+    BOOST_TEST((contents(db) == m));
+  }
+  {
+    copy_dir(d / "ref", d / "b");
+    for (const auto& e : std::filesystem::directory_iterator(d / "b"))
+      if (e.path().extension() == ".hint") std::filesystem::remove(e.path());
+    auto db = string_store::open(d / "b", opts());
+    BOOST_TEST(db.stats().recovered_from_hints == 0u);
+    scanned = live_dead(db.stats());
+    BOOST_TEST((contents(db) == m));
+  }
+  BOOST_TEST(same_segments(with_hints, scanned));
+}
+
+BOOST_AUTO_TEST_CASE(every_damaged_or_truncated_hint_byte_falls_back_to_the_same_keydir) {
+  temp_dir d("damage");
+  const model m = build(d / "ref");
+  std::filesystem::path hint;
+  for (const auto& e : std::filesystem::directory_iterator(d / "ref"))
+    if (e.path().extension() == ".hint") hint = e.path();  // any one of them
+  const auto original = read_file(hint);
+  std::vector<cask::segment_stats> expect;
+  {
+    copy_dir(d / "ref", d / "e");
+    expect = live_dead(string_store::open(d / "e", opts()).stats());
+  }
+  long cases = 0;
+  for (std::size_t i = 0; i < original.size(); ++i) {
+    for (int variant = 0; variant < 2; ++variant) {  // flip the byte, or cut the file there
+      const auto dir = d / "x";
+      copy_dir(d / "ref", dir);
+      auto b = original;
+      if (variant == 0)
+        b[i] = static_cast<char>(b[i] ^ 0x5a);
+      else
+        b.resize(i);
+      write_file(dir / hint.filename(), b);
+      {
+        auto db = string_store::open(dir, opts());
+        BOOST_REQUIRE_MESSAGE((contents(db) == m), "hint damage at " << i << " variant " << variant);
+        BOOST_REQUIRE(same_segments(live_dead(db.stats()), expect));
+        BOOST_REQUIRE_EQUAL(db.stats().recovered_by_scan, 1u);
+      }
+      std::filesystem::remove_all(dir);
+      ++cases;
+    }
+  }
+  BOOST_TEST(cases > 200);
+}
+
+BOOST_AUTO_TEST_CASE(a_hint_that_points_past_its_segment_or_is_stale_is_ignored) {
+  temp_dir d("past");
+  const model m = build(d / "ref");
+  const auto segs = segment_files(d / "ref");
+  const auto seg = segs.at(0);
+  const auto hint = seg.parent_path() / (seg.stem().string() + ".hint");
+  auto bytes = read_file(hint);
+  const std::uint64_t seg_size = std::filesystem::file_size(seg);
+  // Rewrite the first entry's offset past the end, with a correct checksum.
+  auto* p = reinterpret_cast<std::byte*>(bytes.data());
+  cask::detail::store_u32(p + fmt::file_header_size + 8, static_cast<std::uint32_t>(seg_size));
+  cask::detail::store_u32(p + bytes.size() - 4, fmt::mask(cask::crc32c::compute(p, bytes.size() - 4)));
+  cask::hint_summary sum;
+  BOOST_TEST(!cask::validate_hint<cask::crc32c>(std::span<const std::byte>(p, bytes.size()), 1,
+                                               fmt::codec_id<cask::crc32c>(cask::basic_codec::name), seg_size, sum));
+  copy_dir(d / "ref", d / "a");
+  write_file(d / "a" / hint.filename(), bytes);
+  {
+    auto db = string_store::open(d / "a", opts());
+    BOOST_TEST((contents(db) == m));
+    BOOST_TEST(db.stats().recovered_by_scan == 1u);
+  }
+  // A hint describing a segment of another size (stale) is ignored too.
+  copy_dir(d / "ref", d / "b");
+  const auto other = seg.parent_path() / (segs.at(1).stem().string() + ".hint");
+  auto stale = read_file(d / "ref" / hint.filename());
+  auto sb = reinterpret_cast<std::byte*>(stale.data());
+  cask::detail::store_u64(sb + stale.size() - 32, seg_size + 1);
+  cask::detail::store_u32(sb + stale.size() - 4, fmt::mask(cask::crc32c::compute(sb, stale.size() - 4)));
+  write_file(d / "b" / hint.filename(), stale);
+  auto db = string_store::open(d / "b", opts());
+  BOOST_TEST((contents(db) == m));
+  BOOST_TEST(db.stats().recovered_by_scan == 1u);
+  (void)other;
+}
+
+BOOST_AUTO_TEST_CASE(damage_in_a_hinted_segment_is_caught_when_the_record_is_read) {
+  temp_dir d("readtime");
+  {
+    auto db = string_store::open(d.path(), opts());
+    db.put("k", "value");
+    for (int i = 0; i < 60; ++i) db.put(key_of(i), value_of(i));
+  }
+  const auto seg = segment_files(d.path()).at(0);
+  auto b = read_file(seg);
+  b[fmt::file_header_size + fmt::record_size(1, 0)] ^= 0x01;  // first byte of "value"
+  write_file(seg, b);
+  auto db = string_store::open(d.path(), opts());
+  BOOST_TEST(db.stats().recovered_by_scan == 0u);  // the hint was trusted for the index...
+  std::error_code ec;
+  BOOST_TEST(!db.get("k", ec).has_value());        // ...but never for a value
+  BOOST_TEST((ec == cask::errc::checksum_mismatch));
+  try {
+    (void)db.get("k");
+    BOOST_FAIL("expected an exception");
+  } catch (const cask::error& e) {
+    BOOST_TEST(e.path() == seg);
+    BOOST_TEST(e.offset() == fmt::file_header_size);
+  }
+  // A merge reads every record and refuses to rewrite a damaged one.
+  BOOST_TEST(db.merge(cask::merge_scope::all, ec).segments_in == 0u);
+  BOOST_TEST((ec == cask::errc::checksum_mismatch));
+  BOOST_TEST(*db.get(key_of(1)) == value_of(1));
+}

@@ -1,0 +1,374 @@
+// The merger: space reclaimed, contents unchanged, tombstones kept exactly as
+// long as they shadow something (Bitcask #82), concurrent writes win, and a
+// crash or failure at every I/O step of a merge changes nothing.
+#define BOOST_TEST_MODULE merge
+#include <boost/test/unit_test.hpp>
+
+#include "faulty_io.hpp"
+#include "test_util.hpp"
+
+#include <map>
+#include <thread>
+
+using namespace cask_test;
+
+namespace {
+using model = std::map<std::string, std::string>;
+
+template <class Store>
+model contents(const Store& db) {
+  model m;
+  db.for_each([&](const std::string& k, const std::string& v) { m[k] = v; });
+  return m;
+}
+
+/// A merge policy that merges exactly the segments a test names.
+struct pick_policy {
+  static inline std::vector<std::uint32_t> picks;
+  static std::vector<std::uint32_t> select(const std::vector<cask::merge_input>&, const cask::merge_options&,
+                                           std::uint64_t) {
+    return picks;
+  }
+};
+struct pick_traits : cask::default_traits {
+  using merge_policy = pick_policy;
+};
+using pick_store = cask::log_store<std::string, std::string, cask::default_hasher, cask::basic_codec, pick_traits>;
+
+cask::options small(std::uint64_t seg = 4096) {
+  cask::options o;
+  o.max_segment_bytes = seg;
+  o.merge.background = false;
+  return o;
+}
+
+std::uint64_t dir_bytes(const std::filesystem::path& d, const std::string& ext) {
+  std::uint64_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(d))
+    if (e.path().extension() == ext) n += std::filesystem::file_size(e.path());
+  return n;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(merging_reclaims_the_space_of_overwritten_and_erased_records) {
+  temp_dir d("reclaim");
+  model m;
+  {
+    auto db = string_store::open(d.path(), small(64 << 10));
+    for (int round = 0; round < 5; ++round)
+      for (int i = 0; i < 500; ++i) {
+        db.put(key_of(i), value_of(i * 10 + round));
+        m[key_of(i)] = value_of(i * 10 + round);
+      }
+    for (int i = 0; i < 500; i += 5) {
+      db.erase(key_of(i));
+      m.erase(key_of(i));
+    }
+    const auto before = db.stats();
+    const auto r = db.merge(cask::merge_scope::all);
+    BOOST_TEST(r.segments_in > 1u);
+    BOOST_TEST(r.records_dropped > 0u);
+    const auto after = db.stats();
+    BOOST_TEST(after.data_bytes < before.data_bytes);
+    BOOST_TEST((contents(db) == m));
+    for (int i = 0; i < 500; ++i) BOOST_REQUIRE(db.get(key_of(i)) == (m.count(key_of(i)) ? std::optional(m[key_of(i)]) : std::nullopt));
+  }
+  // Disk after merge: the live data plus the newest segment's tombstones and headers.
+  const double live = double(m.size()) * double(cask::format::record_size(16, 100));
+  BOOST_TEST(double(dir_bytes(d.path(), ".cask")) / live <= 1.2);
+  auto db = string_store::open(d.path(), small(64 << 10));
+  BOOST_TEST((contents(db) == m));
+  BOOST_TEST(db.stats().recovered_by_scan == 0u);  // outputs have hint files
+}
+
+BOOST_AUTO_TEST_CASE(merge_with_policy_does_nothing_below_its_triggers) {
+  temp_dir d("quiet");
+  auto db = string_store::open(d.path(), small());
+  for (int i = 0; i < 300; ++i) db.put(key_of(i), value_of(i));  // nothing dead
+  BOOST_TEST(db.merge_candidates().empty());
+  const auto r = db.merge();
+  BOOST_TEST(r.segments_in == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_fragmented_store_triggers_the_policy) {
+  temp_dir d("trigger");
+  auto db = string_store::open(d.path(), small());
+  for (int round = 0; round < 4; ++round)
+    for (int i = 0; i < 100; ++i) db.put(key_of(i), value_of(i + round));
+  const auto picks = db.merge_candidates();
+  BOOST_TEST(!picks.empty());
+  const auto r = db.merge();
+  BOOST_TEST(r.segments_in == picks.size());
+  for (int i = 0; i < 100; ++i) BOOST_REQUIRE(db.get(key_of(i)) == value_of(i + 3));
+}
+
+BOOST_AUTO_TEST_CASE(the_default_policy_selects_by_fragmentation_size_and_budget) {
+  cask::merge_options o;
+  o.max_bytes = 250;
+  const std::uint64_t seg = 800;  // small = 100
+  using P = cask::default_merge_policy;
+  // Nothing dead, no small segments: nothing.
+  BOOST_TEST(P::select({{1, 500, 0}, {2, 500, 0}}, o, seg).empty());
+  // One segment 70% dead triggers; candidates are those >= 40% dead, within the byte budget.
+  const auto p = P::select({{1, 100, 70}, {2, 100, 45}, {3, 100, 10}, {4, 100, 90}}, o, seg);
+  BOOST_TEST((p == std::vector<std::uint32_t>{1, 2}));
+  // Eight small segments fold together even with nothing dead.
+  std::vector<cask::merge_input> smalls;
+  for (std::uint32_t i = 1; i <= 8; ++i) smalls.push_back({i, 20, 0});
+  BOOST_TEST(P::select(smalls, o, seg).size() == 8u);
+  smalls.pop_back();
+  BOOST_TEST(P::select(smalls, o, seg).empty());
+}
+
+// ---- Bitcask #82 and its variants: a deleted key never comes back ----
+
+BOOST_AUTO_TEST_CASE(a_key_and_its_tombstone_in_the_same_segment_are_both_dropped) {
+  temp_dir d("same");
+  {
+    auto db = pick_store::open(d.path(), small());
+    db.put("victim", "old");
+    db.erase("victim");
+    for (int i = 0; i < 60; ++i) db.put(key_of(i), value_of(i));  // seal the segment
+    pick_policy::picks = {1};
+    const auto r = db.merge();
+    BOOST_TEST(r.segments_in == 1u);
+    BOOST_TEST(r.tombstones_dropped == 1u);
+    BOOST_TEST(!db.contains("victim"));
+  }
+  auto db = pick_store::open(d.path(), small());
+  BOOST_TEST(!db.contains("victim"));
+}
+
+BOOST_AUTO_TEST_CASE(a_partial_merge_keeps_a_tombstone_that_shadows_an_older_segment) {
+  temp_dir d("partial82");
+  {
+    auto db = pick_store::open(d.path(), small());
+    db.put("victim", "old");  // segment 1
+    for (int i = 0; i < 60; ++i) db.put(key_of(i), value_of(i));
+    const auto first = db.stats().per_segment.size();
+    db.erase("victim");       // a later segment
+    for (int i = 60; i < 120; ++i) db.put(key_of(i), value_of(i));
+    BOOST_REQUIRE(db.stats().per_segment.size() > first);
+    // Merge every sealed segment but the first: the tombstone must survive.
+    std::vector<std::uint32_t> later;
+    for (const auto& s : db.stats().per_segment)
+      if (s.id != 1 && !s.active) later.push_back(s.id);
+    pick_policy::picks = later;
+    const auto r = db.merge();
+    BOOST_TEST(r.tombstones_dropped == 0u);
+    BOOST_TEST(!db.contains("victim"));
+  }
+  {
+    auto db = pick_store::open(d.path(), small());
+    BOOST_TEST(!db.contains("victim"));  // the bug: the old value came back here
+    // Now merge the first segment alone: "old" is dead and goes; the tombstone still lives elsewhere.
+    pick_policy::picks = {1};
+    db.merge();
+    BOOST_TEST(!db.contains("victim"));
+  }
+  {
+    auto db = pick_store::open(d.path(), small());
+    BOOST_TEST(!db.contains("victim"));
+    // A full merge may now drop the tombstone: nothing older survives.
+    const auto r = db.merge(cask::merge_scope::all);
+    BOOST_TEST(r.tombstones_dropped == 1u);
+  }
+  auto db = pick_store::open(d.path(), small());
+  BOOST_TEST(!db.contains("victim"));
+}
+
+BOOST_AUTO_TEST_CASE(merging_the_old_segment_first_then_the_tombstone_is_safe_too) {
+  temp_dir d("order82");
+  {
+    auto db = pick_store::open(d.path(), small());
+    db.put("victim", "old");
+    for (int i = 0; i < 60; ++i) db.put(key_of(i), value_of(i));
+    db.erase("victim");
+    for (int i = 60; i < 120; ++i) db.put(key_of(i), value_of(i));
+    pick_policy::picks = {1};  // the old value is dead: dropped
+    db.merge();
+  }
+  for (int round = 0; round < 2; ++round) {
+    auto db = pick_store::open(d.path(), small());
+    BOOST_TEST(!db.contains("victim"));
+    db.merge(cask::merge_scope::all);
+  }
+  auto db = pick_store::open(d.path(), small());
+  BOOST_TEST(!db.contains("victim"));
+}
+
+BOOST_AUTO_TEST_CASE(a_key_rewritten_after_its_tombstone_keeps_its_new_value) {
+  temp_dir d("rewrite");
+  {
+    auto db = string_store::open(d.path(), small());
+    db.put("k", "1");
+    for (int i = 0; i < 60; ++i) db.put(key_of(i), value_of(i));
+    db.erase("k");
+    for (int i = 60; i < 120; ++i) db.put(key_of(i), value_of(i));
+    db.put("k", "2");
+    for (int i = 120; i < 180; ++i) db.put(key_of(i), value_of(i));
+    db.merge(cask::merge_scope::all);
+    BOOST_TEST(*db.get("k") == "2");
+  }
+  auto db = string_store::open(d.path(), small());
+  BOOST_TEST(*db.get("k") == "2");
+}
+
+BOOST_AUTO_TEST_CASE(puts_and_erases_racing_a_merge_win) {
+  for (int trial = 0; trial < 5; ++trial) {
+    temp_dir d("race");
+    auto db = string_store::open(d.path(), small(8192));
+    model m;
+    for (int i = 0; i < 400; ++i) {
+      db.put(key_of(i), value_of(i));
+      m[key_of(i)] = value_of(i);
+    }
+    for (int i = 0; i < 400; i += 2) db.put(key_of(i), value_of(i + 1000)), m[key_of(i)] = value_of(i + 1000);
+    std::atomic<bool> done{false};
+    std::thread merger([&] {
+      while (!done.load()) db.merge(cask::merge_scope::all);
+    });
+    for (int i = 0; i < 400; ++i) {
+      const int k = (i * 7 + trial) % 400;
+      if (i % 3 == 0) {
+        db.erase(key_of(k));
+        m.erase(key_of(k));
+      } else {
+        db.put(key_of(k), value_of(k + 2000 + trial));
+        m[key_of(k)] = value_of(k + 2000 + trial);
+      }
+    }
+    done = true;
+    merger.join();
+    db.merge(cask::merge_scope::all);
+    BOOST_REQUIRE((contents(db) == m));
+    db.close();
+    auto again = string_store::open(d.path(), small(8192));
+    BOOST_REQUIRE((contents(again) == m));
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_value_ref_survives_the_merge_that_removes_its_file) {
+  temp_dir d("refmerge");
+  auto db = string_store::open(d.path(), small());
+  db.put("k", "kept by the view");
+  for (int i = 0; i < 100; ++i) db.put(key_of(i), value_of(i));
+  auto ref = db.get_ref("k");
+  db.put("k", "new");
+  db.merge(cask::merge_scope::all);
+  BOOST_TEST(!std::filesystem::exists(d / "0000000001.cask"));
+  BOOST_TEST(ref->view() == "kept by the view");
+  BOOST_TEST(*db.get("k") == "new");
+}
+
+BOOST_AUTO_TEST_CASE(background_merges_run_when_the_policy_triggers) {
+  temp_dir d("bg");
+  cask::options o = small();
+  o.merge.background = true;
+  o.merge.check_interval = std::chrono::milliseconds(5);
+  auto db = string_store::open(d.path(), o);
+  for (int round = 0; round < 6; ++round)
+    for (int i = 0; i < 100; ++i) db.put(key_of(i), value_of(i + round));
+  std::uint64_t dead = ~0ull;
+  for (int wait = 0; wait < 400 && dead > 0; ++wait) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    dead = 0;
+    for (const auto& s : db.stats().per_segment)
+      if (!s.active) dead += s.dead_bytes;
+    if (db.merge_candidates().empty()) break;
+  }
+  BOOST_TEST(db.merge_candidates().empty());
+  for (int i = 0; i < 100; ++i) BOOST_REQUIRE(db.get(key_of(i)) == value_of(i + 5));
+}
+
+// ---- crash and failure at every I/O step of a merge ----
+
+struct faulty_traits : cask::default_traits {
+  using io = cask_test::faulty_io;
+};
+using faulty_store = cask::log_store<std::string, std::string, cask::default_hasher, cask::basic_codec, faulty_traits>;
+
+namespace {
+/// A closed store with overwrites, erases and tombstones across several segments.
+model build_fragmented(const std::filesystem::path& dir) {
+  model m;
+  auto db = string_store::open(dir, small());
+  for (int round = 0; round < 3; ++round)
+    for (int i = 0; i < 60; ++i) {
+      if ((i + round) % 7 == 0) {
+        if (db.erase(key_of(i))) m.erase(key_of(i));
+      } else {
+        db.put(key_of(i), value_of(i * 3 + round, 40));
+        m[key_of(i)] = value_of(i * 3 + round, 40);
+      }
+    }
+  return m;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_crash_at_every_step_of_a_merge_leaves_the_same_contents) {
+  temp_dir d("crash");
+  const model m = build_fragmented(d / "ref");
+  long steps_total = -1;
+  for (long n = 0;; ++n) {
+    const auto dir = d / ("n" + std::to_string(n));
+    copy_dir(d / "ref", dir);
+    bool completed = false;
+    {
+      auto io = faulty_io();
+      auto db = faulty_store::open(dir, small(), io);
+      io.plan().fail_at = n;
+      io.plan().armed = true;
+      std::error_code ec;
+      db.merge(cask::merge_scope::all, ec);
+      completed = !ec && io.plan().failures.load() == 0;
+      if (completed) steps_total = io.plan().steps.load();
+      // The process "dies" here: the destructor's I/O fails too (crash mode).
+      io.plan().crashed = true;
+    }
+    // Recovery, twice: the same state each time.
+    for (int again = 0; again < 2; ++again) {
+      auto db = string_store::open(dir, small());
+      BOOST_REQUIRE_MESSAGE((contents(db) == m), "crash at step " << n << ", open " << again);
+    }
+    std::filesystem::remove_all(dir);
+    if (completed) break;
+  }
+  BOOST_TEST(steps_total > 10);
+  BOOST_TEST_MESSAGE("merge I/O steps: " << steps_total);
+}
+
+BOOST_AUTO_TEST_CASE(a_failure_at_every_step_of_a_merge_is_reported_and_changes_nothing) {
+  temp_dir d("fail");
+  const model m = build_fragmented(d / "ref");
+  for (long n = 0;; ++n) {
+    const auto dir = d / ("n" + std::to_string(n));
+    copy_dir(d / "ref", dir);
+    auto io = faulty_io();
+    io.plan().crash = false;
+    auto db = faulty_store::open(dir, small(), io);
+    io.plan().fail_at = n;
+    io.plan().armed = true;
+    std::error_code ec;
+    db.merge(cask::merge_scope::all, ec);
+    const bool failed_once = io.plan().failures.load() > 0;
+    io.plan().armed = false;  // one failure only
+    if (failed_once) BOOST_REQUIRE_MESSAGE(ec, "step " << n << " failed but merge reported success");
+    BOOST_REQUIRE_MESSAGE((contents(db) == m), "failure at step " << n);
+    // Either the store goes on (then a retry works), or it refuses writes until reopened.
+    std::error_code ec2;
+    db.put("after", "x", ec2);
+    if (!ec2) {
+      db.merge(cask::merge_scope::all, ec2);
+      BOOST_REQUIRE_MESSAGE(!ec2, "retry after failure at step " << n << ": " << ec2.message());
+    } else {
+      BOOST_REQUIRE((ec2 == cask::errc::store_failed));
+    }
+    db.close(ec2);
+    auto again = string_store::open(dir, small());
+    auto expect = m;
+    if (again.contains("after")) expect["after"] = "x";
+    BOOST_REQUIRE_MESSAGE((contents(again) == expect), "reopen after failure at step " << n);
+    if (!failed_once) break;
+  }
+}
