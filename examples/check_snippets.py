@@ -10,8 +10,8 @@ A snippet in a Markdown file is a fenced block preceded by a marker line:
 
 and must equal the lines between the two `// [quickstart]` lines of
 examples/quickstart.cpp, less their common indentation. Run as a test (suite
-'examples'): check_snippets.py <source-root> <markdown file>... ; files that do
-not exist are skipped, so README.md may hold no snippets yet.
+examples'): check_snippets.py <source-root> <markdown file>... ; every file
+must exist, and together they must hold at least one snippet.
 """
 import pathlib
 import re
@@ -49,7 +49,8 @@ def main() -> int:
     for name in sys.argv[2:]:
         md = root / name
         if not md.exists():
-            print(f"skip {name}: no such file")
+            print(f"FAIL {name}: no such file")
+            failures += 1
             continue
         for lineno, src, tag, body in snippets(md):
             where = f"{name}:{lineno} ({src}#{tag})"
@@ -69,7 +70,7 @@ def main() -> int:
             else:
                 print(f"ok   {where}")
     print(f"{checked} snippets checked, {failures} failed")
-    return 1 if failures else 0
+    return 1 if failures or checked == 0 else 0
 
 
 if __name__ == "__main__":
