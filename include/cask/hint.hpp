@@ -35,11 +35,12 @@ inline constexpr std::size_t trailer_size = 40;       ///< records 8, bytes 8, m
 
 /// One entry of a hint file; `key` points into the buffer it was decoded from.
 struct hint_entry {
-  std::uint64_t seq = 0;
-  std::uint32_t offset = 0;
-  std::uint32_t size = 0;
-  std::uint8_t flags = 0;
-  std::span<const std::byte> key;
+  std::uint64_t seq = 0;           ///< the record's sequence number
+  std::uint32_t offset = 0;        ///< where the record starts in the segment
+  std::uint32_t size = 0;          ///< the record's size in bytes
+  std::uint8_t flags = 0;          ///< the record's flags
+  std::span<const std::byte> key;  ///< the encoded key
+  /// Whether the record is a tombstone.
   bool is_tombstone() const noexcept { return (flags & format::tombstone) != 0; }
 };
 
@@ -47,13 +48,15 @@ struct hint_entry {
 struct hint_summary {
   std::uint64_t records = 0;        ///< records in the segment
   std::uint64_t segment_bytes = 0;  ///< the segment file's size, header included
-  std::uint64_t min_seq = 0, max_seq = 0;
+  std::uint64_t min_seq = 0;        ///< lowest sequence number in the segment
+  std::uint64_t max_seq = 0;        ///< highest sequence number in the segment
 };
 
 /// Builds the bytes of a hint file in memory.
 template <class Checksum>
 class hint_builder {
  public:
+  /// Starts the hint file of segment `segment_id` of a store whose codec id is `codec_id`.
   hint_builder(std::uint32_t segment_id, std::uint32_t codec_id) : buf_(format::file_header_size) {
     format::file_header h;
     h.kind = format::file_kind::hint;
@@ -63,6 +66,7 @@ class hint_builder {
     format::encode_file_header<Checksum>(h, buf_.data());
   }
 
+  /// Adds the entry of record `r`, found at `offset` in the segment. Call in file order.
   void add(const format::record_view& r, std::uint32_t offset) {
     const std::size_t at = buf_.size();
     buf_.resize(at + hint_format::entry_header_size + r.key.size());

@@ -71,8 +71,10 @@ enum class merge_scope { policy, all };
 
 /// What one merge did.
 struct merge_stats {
-  std::size_t segments_in = 0, segments_out = 0;
-  std::uint64_t bytes_in = 0, bytes_out = 0;    ///< data bytes of the inputs and of the outputs
+  std::size_t segments_in = 0;   ///< sealed segments rewritten (0: the merge did nothing)
+  std::size_t segments_out = 0;  ///< segments written
+  std::uint64_t bytes_in = 0;    ///< data bytes of the inputs
+  std::uint64_t bytes_out = 0;   ///< data bytes of the outputs
   std::uint64_t records_copied = 0;             ///< live records and kept tombstones rewritten
   std::uint64_t records_dropped = 0;            ///< dead records not rewritten
   std::uint64_t tombstones_dropped = 0;         ///< tombstones no longer needed
@@ -80,11 +82,13 @@ struct merge_stats {
 
 /// One segment's figures in store_stats.
 struct segment_stats {
-  std::uint32_t id = 0;
-  std::uint64_t bytes = 0;  ///< data bytes, file header included
-  std::uint64_t live_records = 0, live_bytes = 0;
-  std::uint64_t dead_records = 0, dead_bytes = 0;
-  bool active = false;
+  std::uint32_t id = 0;             ///< the segment's id (its file is `<id>.cask`)
+  std::uint64_t bytes = 0;          ///< data bytes, file header included
+  std::uint64_t live_records = 0;   ///< records the keydir points at
+  std::uint64_t live_bytes = 0;     ///< their bytes
+  std::uint64_t dead_records = 0;   ///< overwritten or erased records, and tombstones
+  std::uint64_t dead_bytes = 0;     ///< their bytes: what a merge would reclaim
+  bool active = false;              ///< the segment the writer appends to
 };
 
 /// A snapshot of a store's figures; see log_store::stats().
@@ -92,9 +96,10 @@ struct store_stats {
   std::size_t keys = 0;                 ///< live keys
   std::size_t keydir_bytes = 0;         ///< memory held by the keydir
   double keydir_bytes_per_key = 0;      ///< keydir_bytes / keys (keys themselves are not held in memory)
-  std::size_t segments = 0;
+  std::size_t segments = 0;             ///< segment files
   std::uint64_t data_bytes = 0;         ///< sum of segments' data bytes
-  std::uint64_t live_bytes = 0, dead_bytes = 0;
+  std::uint64_t live_bytes = 0;         ///< bytes of records the keydir points at
+  std::uint64_t dead_bytes = 0;         ///< bytes a full merge would reclaim
   std::uint64_t recovered_torn_bytes = 0;       ///< cut from the newest segment's tail at open
   std::uint64_t recovered_skipped_records = 0;  ///< corrupt records skipped at open (corruption_policy::skip)
   std::uint64_t recovered_from_hints = 0;       ///< segments whose keydir entries came from a hint file at open
@@ -102,6 +107,9 @@ struct store_stats {
   std::vector<segment_stats> per_segment;       ///< ascending by id
 };
 
+/// An embedded key-value store of the Bitcask design in one directory; see
+/// the top of this header for its thread safety and error conventions.
+/// Movable, not copyable.
 template <class Key, class Value, class Hasher = default_hasher, class Codec = basic_codec,
           class Traits = default_traits>
   requires codec_for<Codec, Key, Value> && key_hasher<Hasher> && checksum_policy<typename Traits::checksum> &&
@@ -109,18 +117,18 @@ template <class Key, class Value, class Hasher = default_hasher, class Codec = b
 class log_store {
  public:
   // ---- the architecture, as types ----
-  using key_type = Key;
-  using value_type = Value;
-  using hasher = Hasher;
-  using codec = Codec;
-  using traits = Traits;
-  using io_type = typename Traits::io;
-  using checksum_type = typename Traits::checksum;
-  using sync_type = typename Traits::sync;
-  using keydir_type = typename Traits::keydir;
-  using segment_type = segment<io_type>;
-  using segment_table_type = segment_table<segment_type>;
-  using merge_policy_type = typename Traits::merge_policy;
+  using key_type = Key;                               ///< the key type
+  using value_type = Value;                           ///< the value type
+  using hasher = Hasher;                              ///< hashes encoded keys (concept key_hasher)
+  using codec = Codec;                                ///< keys and values to bytes (concept codec_for)
+  using traits = Traits;                              ///< the component choices (default_traits)
+  using io_type = typename Traits::io;                ///< the file system (posix_io)
+  using checksum_type = typename Traits::checksum;    ///< record checksums (crc32c)
+  using sync_type = typename Traits::sync;            ///< durability (sync_none, sync_always, sync_interval)
+  using keydir_type = typename Traits::keydir;        ///< the in-memory index (hash_keydir)
+  using segment_type = segment<io_type>;              ///< one mapped segment file
+  using segment_table_type = segment_table<segment_type>;     ///< the segments readers see
+  using merge_policy_type = typename Traits::merge_policy;   ///< which segments a merge rewrites
 
   /// A zero-copy view of a stored value: the encoded value bytes, in the
   /// segment's mapping. It owns a reference to the segment, so the bytes stay
@@ -137,6 +145,7 @@ class log_store {
     std::string_view view() const noexcept {
       return {reinterpret_cast<const char*>(bytes_.data()), bytes_.size()};
     }
+    /// The number of value bytes.
     std::size_t size() const noexcept { return bytes_.size(); }
     /// Decodes the value (a copy). Throws decode_error if the codec rejects the bytes.
     Value decode() const { return Codec::decode(bytes_, std::type_identity<Value>{}); }
@@ -171,7 +180,9 @@ class log_store {
     return log_store(std::move(s));
   }
 
-  log_store(log_store&&) noexcept = default;
+  /// Takes over `o`'s store; `o` is left closed.
+  log_store(log_store&& o) noexcept = default;
+  /// Closes this store (ignoring errors), then takes over `o`'s; `o` is left closed.
   log_store& operator=(log_store&& o) noexcept {
     if (this != &o) {
       std::error_code ignored;
@@ -195,11 +206,13 @@ class log_store {
     close_impl(ec, &site);
     if (ec) throw error(ec, site.path, site.offset);
   }
+  /// As close(), reporting failure through `ec`.
   void close(std::error_code& ec) noexcept {
     ec.clear();
     close_impl(ec, nullptr);
   }
 
+  /// Whether the store is open (not closed, not moved from).
   bool is_open() const noexcept { return s_ != nullptr; }
   /// The store's directory (empty when closed).
   std::filesystem::path path() const { return s_ ? s_->dir : std::filesystem::path{}; }
@@ -220,6 +233,7 @@ class log_store {
     put_impl(key, value, ec, &site);
     if (ec) throw error(ec, site.path, site.offset);
   }
+  /// As put(const K&, const V&), reporting failure through `ec`.
   template <class K, class V>
     requires lookup_key_for<Codec, Key, K> && lookup_key_for<Codec, Value, V>
   void put(const K& key, const V& value, std::error_code& ec) {
@@ -238,6 +252,7 @@ class log_store {
     if (ec) throw error(ec, site.path, site.offset);
     return r;
   }
+  /// As erase(const K&), reporting failure through `ec`.
   template <class K>
     requires lookup_key_for<Codec, Key, K>
   bool erase(const K& key, std::error_code& ec) {
@@ -254,6 +269,7 @@ class log_store {
     sync_impl(ec, &site);
     if (ec) throw error(ec, site.path, site.offset);
   }
+  /// As sync(), reporting failure through `ec`.
   void sync(std::error_code& ec) {
     ec.clear();
     sync_impl(ec, nullptr);
@@ -278,6 +294,7 @@ class log_store {
     if (ec) throw error(ec, site.path, site.offset);
     return r;
   }
+  /// As merge(merge_scope), reporting failure through `ec`.
   merge_stats merge(merge_scope scope, std::error_code& ec) {
     ec.clear();
     return merge_impl(scope, false, ec, nullptr);
@@ -304,6 +321,7 @@ class log_store {
     if (ec) throw error(ec, site.path, site.offset);
     return v;
   }
+  /// As get(const K&), reporting failure through `ec` (and returning nothing).
   template <class K>
     requires lookup_key_for<Codec, Key, K>
   std::optional<Value> get(const K& key, std::error_code& ec) const {
@@ -322,6 +340,7 @@ class log_store {
     if (ec) throw error(ec, site.path, site.offset);
     return v;
   }
+  /// As get_ref(const K&), reporting failure through `ec` (and returning nothing).
   template <class K>
     requires lookup_key_for<Codec, Key, K>
   std::optional<value_ref> get_ref(const K& key, std::error_code& ec) const {
@@ -339,6 +358,7 @@ class log_store {
     if (ec) throw error(ec, site.path, site.offset);
     return r;
   }
+  /// As contains(const K&), reporting failure through `ec`.
   template <class K>
     requires lookup_key_for<Codec, Key, K>
   bool contains(const K& key, std::error_code& ec) const {
@@ -348,6 +368,7 @@ class log_store {
 
   /// Number of live keys.
   std::size_t size() const noexcept { return s_ ? s_->keydir.size() : 0; }
+  /// Whether the store holds no key.
   bool empty() const noexcept { return size() == 0; }
 
   /// Calls f(const Key&, const Value&) for every live entry, in no particular
@@ -1394,11 +1415,14 @@ class log_store {
     std::shared_ptr<segment_type> seg;
     std::uint64_t size = 0;  // file size
     std::uint64_t end = 0;   // end of the valid data
+    /// One record, as the keydir needs it.
     struct entry {
-      std::uint64_t hash, seq;
-      std::uint32_t offset, size;
-      std::uint8_t flags;
-      std::span<const std::byte> key;
+      std::uint64_t hash;              ///< of the key
+      std::uint64_t seq;               ///< sequence number
+      std::uint32_t offset;            ///< in the segment
+      std::uint32_t size;              ///< record bytes
+      std::uint8_t flags;              ///< record flags
+      std::span<const std::byte> key;  ///< into the hint image or the segment
     };
     std::vector<entry> entries;
     std::vector<std::byte> hint;  // keys of hint entries point here

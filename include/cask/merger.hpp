@@ -26,11 +26,14 @@ namespace cask {
 
 /// Per-segment figures the merge policy decides on.
 struct merge_input {
-  std::uint32_t id = 0;
+  std::uint32_t id = 0;          ///< the segment's id
   std::uint64_t bytes = 0;       ///< data bytes (file size)
   std::uint64_t dead_bytes = 0;  ///< overwritten, erased, tombstones
 };
 
+/// The reference merge policy: triggers on fragmentation, dead bytes and
+/// small segments, then picks candidates oldest first within a byte budget
+/// (merge_options documents each knob).
 struct default_merge_policy {
   /// The sealed segments to merge now, ascending by id; empty when no trigger
   /// fires. `max_segment_bytes` sizes "small" when o.small_segment_bytes is 0.
@@ -73,7 +76,8 @@ struct default_merge_policy {
 
 /// The manifest of a committed merge: which segments it replaced by which.
 struct merge_manifest {
-  std::vector<std::uint32_t> inputs, outputs;
+  std::vector<std::uint32_t> inputs;   ///< segments the merge replaces
+  std::vector<std::uint32_t> outputs;  ///< segments it wrote
 
   /// "0000000042.merge", named after the first output.
   static std::string file_name(std::uint32_t first_output) {
@@ -82,6 +86,7 @@ struct merge_manifest {
     return buf;
   }
 
+  /// The manifest file's bytes, for a store whose codec id is `codec_id`.
   template <class Checksum>
   std::vector<std::byte> encode(std::uint32_t codec_id) const {
     std::vector<std::byte> b(format::file_header_size + 8 + 4 * (inputs.size() + outputs.size()) + 4);

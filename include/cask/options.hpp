@@ -38,8 +38,6 @@ struct recovery_event {
   std::string detail;        ///< human-readable explanation
 };
 
-/// Run-time options of a store, given to log_store::open(). Override
-/// members one at a time: `cask::options o; o.read_only = true;`.
 /// When and what the merger rewrites. A sealed segment's fragmentation is
 /// dead bytes / data bytes; dead bytes are overwritten or erased records and
 /// tombstones. See merger.hpp for how these combine.
@@ -70,6 +68,7 @@ struct merge_options {
   /// limits, are folded together: a merge triggers when at least
   /// small_segment_count of them exist, and every small segment is merged.
   std::uint64_t small_segment_bytes = 0;
+  /// How many small segments trigger folding them together. Default 8.
   std::size_t small_segment_count = 8;
 
   /// At most this many input bytes per merge (default 1 GiB), oldest
@@ -77,6 +76,8 @@ struct merge_options {
   std::uint64_t max_bytes = std::uint64_t{1} << 30;
 };
 
+/// Run-time options of a store, given to log_store::open(). Override
+/// members one at a time: `cask::options o; o.read_only = true;`.
 struct options {
   /// Size at which the active segment is sealed and a new one started.
   /// Default 128 MiB. Each segment is preallocated to this size, so smaller

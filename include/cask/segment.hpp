@@ -52,11 +52,14 @@ struct segment_counters {
   /// Lowest and highest sequence number of any record in the segment (the
   /// merger drops a tombstone only if no segment it keeps can hold an older
   /// record). Updated by the one thread that fills the segment.
-  std::atomic<std::uint64_t> min_seq{~std::uint64_t{0}}, max_seq{0};
+  std::atomic<std::uint64_t> min_seq{~std::uint64_t{0}};
+  std::atomic<std::uint64_t> max_seq{0};  ///< see min_seq
+  /// Widens [min_seq, max_seq] to include `seq`.
   void note_seq(std::uint64_t seq) noexcept {
     if (seq < min_seq.load(std::memory_order_relaxed)) min_seq.store(seq, std::memory_order_relaxed);
     if (seq > max_seq.load(std::memory_order_relaxed)) max_seq.store(seq, std::memory_order_relaxed);
   }
+  /// Copies every counter from `o` (when a segment is mapped anew).
   void copy_from(const segment_counters& o) noexcept {
     live_records.store(o.live_records.load());
     live_bytes.store(o.live_bytes.load());
@@ -65,6 +68,7 @@ struct segment_counters {
     min_seq.store(o.min_seq.load());
     max_seq.store(o.max_seq.load());
   }
+  /// Moves a record of `bytes` bytes from live to dead.
   void live_to_dead(std::uint64_t bytes) noexcept {
     live_records.fetch_sub(1, std::memory_order_relaxed);
     live_bytes.fetch_sub(bytes, std::memory_order_relaxed);
