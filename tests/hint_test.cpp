@@ -124,7 +124,7 @@ BOOST_AUTO_TEST_CASE(hints_and_scans_build_the_same_keydir) {
 }
 
 BOOST_AUTO_TEST_CASE(every_damaged_or_truncated_hint_byte_falls_back_to_the_same_keydir) {
-  temp_dir d("damage");
+  temp_dir d("damage", storage::memory);
   const model m = build(d / "ref");
   std::filesystem::path hint;
   for (const auto& e : std::filesystem::directory_iterator(d / "ref"))

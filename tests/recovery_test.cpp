@@ -82,7 +82,7 @@ struct reports {
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(torn_tail_is_cut_at_every_byte_offset) {
-  temp_dir d("torn");
+  temp_dir d("torn", storage::memory);
   const auto ops = workload(12, 1);
   const auto offs = offsets(ops);
   { auto db = string_store::open(d / "ref"); run(db, ops); }
@@ -135,7 +135,7 @@ BOOST_AUTO_TEST_CASE(torn_tail_is_cut_at_every_byte_offset) {
 }
 
 BOOST_AUTO_TEST_CASE(every_bit_flip_in_the_newest_segment_is_detected_and_never_returns_a_wrong_value) {
-  temp_dir d("flip");
+  temp_dir d("flip", storage::memory);
   const auto ops = workload(8, 2);
   const auto offs = offsets(ops);
   { auto db = string_store::open(d / "ref"); run(db, ops); }
@@ -176,7 +176,7 @@ namespace {
 /// A store of two sealed segments plus records in a third; returns the
 /// workloads and the first segment's path.
 struct sealed_fixture {
-  temp_dir d{"sealed"};
+  temp_dir d{"sealed", storage::memory};
   std::vector<op> first = workload(10, 5), second = workload(10, 6);
   std::filesystem::path seg0;
   sealed_fixture() {

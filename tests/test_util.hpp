@@ -15,13 +15,21 @@
 
 namespace cask_test {
 
-/// A fresh directory under the system temp dir, removed on destruction.
+/// Where a temp_dir lives.
+enum class storage {
+  disk,    ///< the system temp dir: real fsyncs, the file system users have
+  memory,  ///< /dev/shm (tmpfs) when present: for sweeps that open a store thousands of
+           ///< times and test recovery logic, not durability (powerloss_test does that)
+};
+
+/// A fresh directory, removed on destruction.
 class temp_dir {
  public:
-  explicit temp_dir(const std::string& tag = "t") {
+  explicit temp_dir(const std::string& tag = "t", storage where = storage::disk) {
     static int counter = 0;
-    path_ = std::filesystem::temp_directory_path() /
-            ("cask-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    std::filesystem::path base = std::filesystem::temp_directory_path();
+    if (where == storage::memory && std::filesystem::is_directory("/dev/shm")) base = "/dev/shm";
+    path_ = base / ("cask-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
     std::filesystem::remove_all(path_);
     std::filesystem::create_directories(path_);
   }
