@@ -47,34 +47,10 @@ bool env_flag(const char* name) {
 const bool exhaustive = env_flag("CASK_CORRUPTION_EXHAUSTIVE");
 const bool strict = env_flag("CASK_CORRUPTION_STRICT");
 
-/// Where the test's stores live: thousands of opens, each with several fsyncs,
-/// so a memory file system when there is one (CASK_TEST_TMPDIR overrides).
-fs::path work_root() {
-  if (const char* t = std::getenv("CASK_TEST_TMPDIR"); t && *t) return t;
-  std::error_code ec;
-  if (fs::is_directory("/dev/shm", ec) && ::access("/dev/shm", W_OK) == 0) return "/dev/shm";
-  return fs::temp_directory_path();
-}
-
-class work_dir {
- public:
-  explicit work_dir(const std::string& tag) {
-    static int counter = 0;
-    path_ = work_root() / ("cask-corrupt-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~work_dir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  work_dir(const work_dir&) = delete;
-  work_dir& operator=(const work_dir&) = delete;
-  const fs::path& path() const { return path_; }
-  fs::path operator/(const std::string& s) const { return path_ / s; }
-
- private:
-  fs::path path_;
+/// The stores live in memory (/dev/shm when there is one): the sweeps open
+/// thousands of them and test recovery logic, not durability.
+struct work_dir : temp_dir {
+  explicit work_dir(const std::string& tag) : temp_dir("corrupt-" + tag, storage::memory) {}
 };
 
 cask::options base_options() {
