@@ -4,14 +4,15 @@
 // each entry is 16 bytes, the key's full 64-bit hash and the record's
 // location (segment id, offset). A lookup compares hashes in the table and
 // confirms a candidate by comparing the key bytes stored in the log, which it
-// reads anyway to return the value. At the table's load factor of 0.4 to 0.8
-// this is 20 to 40 bytes per key, keys included (DESIGN.md "Keydir").
+// reads anyway to return the value. At the table's load factor of 0.55 to 0.8
+// this is 20 to 29 bytes per key, keys included (DESIGN.md "Keydir").
 //
 // Layout: 64 shards by the hash's low bits, each an open-addressing table
-// with linear probing from the home slot given by the hash's high bits.
-// Erased entries become markers, cleared when a shard is rebuilt; a shard
-// grows (or is rebuilt at its size) when live + marked entries pass 80%, so
-// one rebuild moves 1/64 of the index.
+// with linear probing from the home slot given by the hash's high bits
+// (multiply-shift, so a table may have any size). Erased entries become
+// markers, cleared when a shard is rebuilt; a shard is rebuilt at a load of
+// 0.55 when live + marked entries pass 80%, so memory never exceeds 16 / 0.55
+// bytes per key, and one rebuild moves 1/64 of the index.
 //
 // Thread safety: find() and for_each() may run in any number of threads
 // concurrently with one mutating thread (upsert, erase, replace_if, purge),
@@ -27,6 +28,7 @@
 #include <cask/detail/epoch.hpp>
 
 #include <atomic>
+#include <algorithm>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -66,18 +68,24 @@ class hash_keydir {
   static constexpr unsigned shard_bits = 6;
   static constexpr std::size_t shard_count = std::size_t{1} << shard_bits;
   static constexpr std::size_t min_capacity = 16;
+  __extension__ typedef unsigned __int128 u128;  // __extension__: accepted under -Wpedantic
+  /// A shard is rebuilt when live + erased slots would pass max_load, to a load of rebuild_load.
+  static constexpr double max_load = 0.8, rebuild_load = 0.55;
+  static bool over_max(std::size_t used, std::size_t cap) noexcept { return double(used) > max_load * double(cap); }
 
   struct slot {
     std::atomic<std::uint64_t> hash{empty_hash};
     std::atomic<std::uint64_t> loc{0};
   };
   struct table {
-    explicit table(std::size_t cap)
-        : mask(cap - 1), shift(64u - static_cast<unsigned>(std::countr_zero(cap))), slots(new slot[cap]) {}
-    std::size_t capacity() const noexcept { return mask + 1; }
-    std::size_t home(std::uint64_t h) const noexcept { return static_cast<std::size_t>(h >> shift) & mask; }
-    std::size_t mask;
-    unsigned shift;
+    explicit table(std::size_t c) : cap(c), slots(new slot[c]) {}
+    std::size_t capacity() const noexcept { return cap; }
+    /// The home slot: the hash's high bits scaled to [0, cap).
+    std::size_t home(std::uint64_t h) const noexcept {
+      return static_cast<std::size_t>((static_cast<u128>(h) * cap) >> 64);
+    }
+    std::size_t next(std::size_t i) const noexcept { return i + 1 == cap ? 0 : i + 1; }
+    std::size_t cap;
     std::unique_ptr<slot[]> slots;
   };
   struct alignas(64) shard {
@@ -110,7 +118,7 @@ class hash_keydir {
   std::optional<location> find(std::uint64_t h, Match&& match) const {
     h = normalize(h);
     const table* t = shard_of(h).t.load(std::memory_order_seq_cst);
-    for (std::size_t i = t->home(h);; i = (i + 1) & t->mask) {
+    for (std::size_t i = t->home(h);; i = t->next(i)) {
       const std::uint64_t hv = t->slots[i].hash.load(std::memory_order_seq_cst);
       if (hv == empty_hash) return std::nullopt;
       if (hv == h) {
@@ -131,7 +139,7 @@ class hash_keydir {
     table* t = s.t.load(std::memory_order_relaxed);
     std::size_t free_slot = SIZE_MAX;
     std::size_t i = t->home(h);
-    for (;; i = (i + 1) & t->mask) {
+    for (;; i = t->next(i)) {
       const std::uint64_t hv = t->slots[i].hash.load(std::memory_order_relaxed);
       if (hv == empty_hash) break;
       if (hv == erased_hash) {
@@ -145,11 +153,11 @@ class hash_keydir {
       }
     }
     if (free_slot == SIZE_MAX) {
-      if ((s.used + 1) * 5 > t->capacity() * 4) {
+      if (over_max(s.used + 1, t->capacity())) {
         rebuild(s, s.live + 1);
         t = s.t.load(std::memory_order_relaxed);
         for (free_slot = t->home(h); t->slots[free_slot].hash.load(std::memory_order_relaxed) != empty_hash;
-             free_slot = (free_slot + 1) & t->mask) {
+             free_slot = t->next(free_slot)) {
         }
       } else {
         free_slot = i;
@@ -176,7 +184,7 @@ class hash_keydir {
     h = normalize(h);
     shard& s = shard_of(h);
     table* t = s.t.load(std::memory_order_relaxed);
-    for (std::size_t i = t->home(h);; i = (i + 1) & t->mask) {
+    for (std::size_t i = t->home(h);; i = t->next(i)) {
       const std::uint64_t hv = t->slots[i].hash.load(std::memory_order_relaxed);
       if (hv == empty_hash) return std::nullopt;
       if (hv == h) {
@@ -199,7 +207,7 @@ class hash_keydir {
     h = normalize(h);
     table* t = shard_of(h).t.load(std::memory_order_relaxed);
     const std::uint64_t want = expected.pack();
-    for (std::size_t i = t->home(h);; i = (i + 1) & t->mask) {
+    for (std::size_t i = t->home(h);; i = t->next(i)) {
       const std::uint64_t hv = t->slots[i].hash.load(std::memory_order_relaxed);
       if (hv == empty_hash) return false;
       if (hv == h && t->slots[i].loc.load(std::memory_order_relaxed) == want) {
@@ -247,7 +255,7 @@ class hash_keydir {
   void reserve(std::size_t n) {
     for (shard& s : shards_) {
       const std::size_t per = n / shard_count + 1;
-      if (per * 5 > s.t.load(std::memory_order_relaxed)->capacity() * 4) rebuild(s, per);
+      if (over_max(per, s.t.load(std::memory_order_relaxed)->capacity())) rebuild(s, per);
     }
   }
 
@@ -277,18 +285,17 @@ class hash_keydir {
   const shard& shard_of(std::uint64_t h) const noexcept { return shards_[h & (shard_count - 1)]; }
 
   /// Copies the live entries of `s` into a new table sized for `need` keys at
-  /// a load of at most 0.5, publishes it, and frees the old one after a grace period.
+  /// a load of rebuild_load, publishes it, and frees the old one after a grace period.
   void rebuild(shard& s, std::size_t need) {
     table* old = s.t.load(std::memory_order_relaxed);
-    std::size_t cap = min_capacity;
-    while (cap < need * 2) cap *= 2;
+    const std::size_t cap = std::max(min_capacity, static_cast<std::size_t>(double(need) / rebuild_load) + 1);
     auto* nt = new table(cap);
     std::size_t moved = 0;
     for (std::size_t i = 0; i < old->capacity(); ++i) {
       const std::uint64_t hv = old->slots[i].hash.load(std::memory_order_relaxed);
       if (hv < 2) continue;
       std::size_t j = nt->home(hv);
-      while (nt->slots[j].hash.load(std::memory_order_relaxed) != empty_hash) j = (j + 1) & nt->mask;
+      while (nt->slots[j].hash.load(std::memory_order_relaxed) != empty_hash) j = nt->next(j);
       nt->slots[j].loc.store(old->slots[i].loc.load(std::memory_order_relaxed), std::memory_order_relaxed);
       nt->slots[j].hash.store(hv, std::memory_order_relaxed);
       ++moved;
