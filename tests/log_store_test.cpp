@@ -125,6 +125,24 @@ BOOST_AUTO_TEST_CASE(a_value_ref_outlives_overwrites_erases_rotation_and_close) 
   BOOST_TEST(ref->size() == 11u);
 }
 
+BOOST_AUTO_TEST_CASE(visit_hands_the_value_bytes_to_a_callback_without_copying) {
+  temp_dir d("visit");
+  auto db = string_store::open(d.path());
+  db.put("k", "the value");
+  std::string seen;
+  const std::byte* where = nullptr;
+  BOOST_TEST(db.visit("k", [&](std::span<const std::byte> v) {
+    seen.assign(reinterpret_cast<const char*>(v.data()), v.size());
+    where = v.data();
+  }));
+  BOOST_TEST(seen == "the value");
+  // The bytes are the ones in the mapping, the same a value_ref views.
+  BOOST_TEST(where == db.get_ref("k")->bytes().data());
+  int calls = 0;
+  BOOST_TEST(!db.visit("missing", [&](std::span<const std::byte>) { ++calls; }));
+  BOOST_TEST(calls == 0);
+}
+
 BOOST_AUTO_TEST_CASE(oversized_keys_and_values_are_refused_and_nothing_is_written) {
   temp_dir d("limits");
   cask::options o;

@@ -39,6 +39,7 @@
 
 #include <algorithm>
 #include <array>
+#include <concepts>
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
@@ -348,6 +349,30 @@ class log_store {
     return get_ref_impl(key, ec, nullptr);
   }
 
+  /// Calls f(std::span<const std::byte> value) with the encoded value of `key`
+  /// where it lies in the mapping, and returns true; returns false (without
+  /// calling f) if the key is absent. The fastest read: no allocation, no
+  /// reference count, no copy. The span is valid only while f runs. f runs
+  /// inside a read section, so it must not write to, merge or close this
+  /// store (a write may wait for read sections to end) and should be short.
+  /// Verifies the checksum like get().
+  template <class K, class F>
+    requires lookup_key_for<Codec, Key, K> && std::invocable<F&, std::span<const std::byte>>
+  bool visit(const K& key, F&& f) const {
+    std::error_code ec;
+    detail::error_site site;
+    const bool r = visit_impl(key, f, ec, &site);
+    if (ec) throw error(ec, site.path, site.offset);
+    return r;
+  }
+  /// As visit(const K&, F&&), reporting failure through `ec`.
+  template <class K, class F>
+    requires lookup_key_for<Codec, Key, K> && std::invocable<F&, std::span<const std::byte>>
+  bool visit(const K& key, F&& f, std::error_code& ec) const {
+    ec.clear();
+    return visit_impl(key, f, ec, nullptr);
+  }
+
   /// Whether `key` is present (its record's checksum verified like get()).
   template <class K>
     requires lookup_key_for<Codec, Key, K>
@@ -584,6 +609,19 @@ class log_store {
     found f;
     if (!lookup(*s, kb, f, s->opts.verify_checksums, ec, site)) return std::nullopt;
     return value_ref(f.tab->find_shared(f.seg->id()), f.rv.value);
+  }
+
+  template <class K, class F>
+  bool visit_impl(const K& key, F& f, std::error_code& ec, detail::error_site* site) const {
+    const state* s = readable(ec);
+    if (!s) return false;
+    key_buffer buf;
+    const auto kb = key_bytes(key, buf);
+    detail::epoch_domain::guard g(s->epoch);
+    found fd;
+    if (!lookup(*s, kb, fd, s->opts.verify_checksums, ec, site)) return false;
+    f(fd.rv.value);
+    return true;
   }
 
   template <class K>
