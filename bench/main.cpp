@@ -52,6 +52,8 @@ usage: cask_bench [options]
   --markdown FILE      also write the report to FILE
   --plot-dir DIR       write gnuplot data files (throughput.dat, ratio.dat, latency.dat) to DIR
   --child-timeout S    kill a child running longer than S seconds (default 900)
+  --save-results FILE  also write every round's raw results to FILE (tab-separated)
+  --replay FILE        write the report from FILE (saved by --save-results) without running anything
   --list               print the engines built in and those missing, then exit
 )";
 
@@ -61,7 +63,7 @@ struct options_t {
   std::size_t repeat = 1;
   std::string baseline = "best-peer";
   std::filesystem::path dir = "/tmp/cask_bench";
-  std::string markdown, plot_dir;
+  std::string markdown, plot_dir, save_results, replay;
   bool child = false;
   std::string child_engine, child_group;
 };
@@ -96,6 +98,8 @@ class result_set {
     for (const auto& [k, v] : out.values) samples_[engine][k].push_back(v);
     if (!out.settings.empty()) settings_[engine].insert(out.settings);
   }
+  void add_sample(const std::string& engine, const metric_key& k, double v) { samples_[engine][k].push_back(v); }
+  void add_settings(const std::string& engine, const std::string& text) { settings_[engine].insert(text); }
   std::optional<stat_t> get(const std::string& engine, const std::string& w, const std::string& m) const {
     auto e = samples_.find(engine);
     if (e == samples_.end()) return std::nullopt;
@@ -482,11 +486,9 @@ class reporter {
       t << '\n';
       l << '\n';
     }
-    // Reopen times are left out: the on-disk tables open in microseconds by loading nothing,
-    // and their ratios would flatten the chart (the tables have them).
-    auto all_rows = speed_rows();
-    all_rows.push_back(time_rows().back());
-    for (const auto& row : all_rows) {
+    // Times are left out: the on-disk tables reopen in microseconds by loading nothing, and a
+    // merge with nothing to do (in-place updates) takes milliseconds; the tables have them.
+    for (const auto& row : speed_rows()) {
       auto b = best_peer(row);
       auto c = rs_.median("cask", row.workload, row.metric);
       if (!b || !c || *c <= 0) continue;
@@ -654,10 +656,22 @@ int parse(int argc, char** argv, options_t& o) {
       o.p.cask_read_ref = v == "ref";
     } else if (a == "--markdown") o.markdown = need(i);
     else if (a == "--plot-dir") o.plot_dir = need(i);
+    else if (a == "--save-results") o.save_results = need(i);
+    else if (a == "--replay") o.replay = need(i);
     else if (a == "--child-timeout") o.p.child_timeout = std::stod(need(i));
     else throw std::runtime_error("unknown option " + a + " (see --help)");
   }
   return -1;
+}
+
+void write_report(const options_t& o, const result_set& rs, const std::vector<std::string>& engines_run,
+                  const std::vector<std::string>& peers, const std::vector<std::string>& notes,
+                  const std::vector<std::string>& failures, double wall) {
+  reporter rep(o, rs, engines_run, peers, notes, failures, wall);
+  const std::string md = rep.markdown();
+  std::fputs(md.c_str(), stdout);
+  if (!o.markdown.empty()) std::ofstream(o.markdown) << md;
+  if (!o.plot_dir.empty()) rep.write_plot_data(o.plot_dir);
 }
 
 int drive(options_t& o) {
@@ -686,6 +700,18 @@ int drive(options_t& o) {
   result_set rs;
   std::vector<std::string> notes, failures;
   std::set<std::string> seen_notes;
+  std::ofstream save;
+  if (!o.save_results.empty()) {
+    save.open(o.save_results);
+    if (!save) throw std::runtime_error("cannot write " + o.save_results);
+    save << "O\tnum\t" << o.p.num << "\nO\tkey_size\t" << o.p.key_size << "\nO\tvalue_size\t" << o.p.value_size
+         << "\nO\trepeat\t" << o.repeat << "\nO\tsync_seconds\t" << o.p.sync_seconds << "\nO\tsync_threads\t"
+         << o.p.sync_threads << "\nO\trww_write_rate\t" << o.p.rww_write_rate << "\nO\tmerge_keys\t" << o.p.merge_keys
+         << "\nO\tlarge_bytes\t" << o.p.large_bytes << "\nO\tmax_seconds\t" << o.p.max_seconds << '\n';
+    if (o.baseline != "best-peer") save << "B\t" << o.baseline << '\n';
+    for (const auto& e : o.engines)
+      save << "E\t" << e << '\t' << (std::find(peers.begin(), peers.end(), e) != peers.end() ? 1 : 0) << '\n';
+  }
   const auto t0 = std::chrono::steady_clock::now();
   for (std::size_t round = 0; round < o.repeat; ++round) {
     std::vector<std::string> order = o.engines;
@@ -698,20 +724,70 @@ int drive(options_t& o) {
         const auto out = run_one(o, e, g, o.dir / (e + "-" + g + "-r" + std::to_string(round + 1)));
         rs.add(e, out);
         for (const auto& n : out.notes)
-          if (seen_notes.insert(n).second) notes.push_back(n);
-        if (!out.ok) failures.push_back(e + " / " + g + " (round " + std::to_string(round + 1) + "): failed, see stderr");
+          if (seen_notes.insert(n).second) {
+            notes.push_back(n);
+            if (save) save << "N\t" << n << '\n';
+          }
+        if (!out.ok) {
+          failures.push_back(e + " / " + g + " (round " + std::to_string(round + 1) + "): failed, see stderr");
+          if (save) save << "F\t" << failures.back() << '\n';
+        }
+        if (save) {
+          for (const auto& [k, v] : out.values)
+            save << "R\t" << e << '\t' << round + 1 << '\t' << k.first << '\t' << k.second << '\t' << fmt("%.9g", v) << '\n';
+          if (!out.settings.empty()) save << "S\t" << e << '\t' << out.settings << '\n';
+          save.flush();
+        }
       }
     }
   }
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::vector<std::string> shown;
-  for (const auto& e : o.engines) shown.push_back(e);
-  reporter rep(o, rs, shown, peers, notes, failures, wall);
-  const std::string md = rep.markdown();
-  std::fputs(md.c_str(), stdout);
-  if (!o.markdown.empty()) std::ofstream(o.markdown) << md;
-  if (!o.plot_dir.empty()) rep.write_plot_data(o.plot_dir);
+  if (save) save << "W\t" << fmt("%.1f", wall) << '\n';
+  write_report(o, rs, o.engines, peers, notes, failures, wall);
   return failures.empty() ? 0 : 1;
+}
+
+/// Rebuilds the report from a file written by --save-results.
+int replay(options_t& o) {
+  std::ifstream in(o.replay);
+  if (!in) throw std::runtime_error("cannot read " + o.replay);
+  result_set rs;
+  std::vector<std::string> engines_run, peers, notes, failures;
+  double wall = 0;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::vector<std::string> f;
+    std::stringstream ls(line);
+    std::string x;
+    while (std::getline(ls, x, '\t')) f.push_back(x);
+    if (f.empty()) continue;
+    const std::string& t = f[0];
+    if (t == "R" && f.size() == 6) rs.add_sample(f[1], {f[3], f[4]}, std::atof(f[5].c_str()));
+    else if (t == "S" && f.size() >= 3) rs.add_settings(f[1], f[2]);
+    else if (t == "N" && f.size() >= 2) notes.push_back(f[1]);
+    else if (t == "F" && f.size() >= 2) failures.push_back(f[1]);
+    else if (t == "W" && f.size() >= 2) wall = std::atof(f[1].c_str());
+    else if (t == "E" && f.size() >= 3) {
+      engines_run.push_back(f[1]);
+      if (f[2] == "1") peers.push_back(f[1]);
+    } else if (t == "O" && f.size() >= 3) {
+      const std::string& k = f[1];
+      const double v = std::atof(f[2].c_str());
+      if (k == "num") o.p.num = static_cast<std::size_t>(v);
+      else if (k == "key_size") o.p.key_size = static_cast<std::size_t>(v);
+      else if (k == "value_size") o.p.value_size = static_cast<std::size_t>(v);
+      else if (k == "repeat") o.repeat = static_cast<std::size_t>(v);
+      else if (k == "sync_seconds") o.p.sync_seconds = v;
+      else if (k == "sync_threads") o.p.sync_threads = static_cast<std::size_t>(v);
+      else if (k == "rww_write_rate") o.p.rww_write_rate = static_cast<std::size_t>(v);
+      else if (k == "merge_keys") o.p.merge_keys = static_cast<std::size_t>(v);
+      else if (k == "large_bytes") o.p.large_bytes = static_cast<std::size_t>(v);
+      else if (k == "max_seconds") o.p.max_seconds = v;
+      else if (k == "baseline" ) {}
+    } else if (t == "B" && f.size() >= 2 && o.baseline == "best-peer") o.baseline = f[1];
+  }
+  write_report(o, rs, engines_run, peers, notes, failures, wall);
+  return 0;
 }
 
 }  // namespace
@@ -723,6 +799,7 @@ int main(int argc, char** argv) {
     const int r = bench::parse(argc, argv, o);
     if (r >= 0) return r;
     if (o.child) return bench::run_child(o.p, o.child_engine, o.child_group, o.dir);
+    if (!o.replay.empty()) return bench::replay(o);
     return bench::drive(o);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cask_bench: %s\n", e.what());
