@@ -39,13 +39,17 @@ class verify_ref {
 /// What a read found.
 enum class read_status { match, mismatch, missing };
 
+/// How the cask engine reads: visit() (zero-copy callback, where the headers
+/// have it), get_ref() (zero-copy value_ref) or get() (a copy).
+enum class cask_read_mode { visit, ref, get };
+
 /// How an engine is opened.
 struct engine_config {
   std::filesystem::path dir;
   bool durable = false;          ///< put/erase return only once durable (fillsync)
   std::size_t expected_keys = 0; ///< sizing hint for hash tables and buckets
   std::size_t value_size = 100;  ///< typical value size
-  bool cask_read_ref = false;    ///< cask: read through get_ref() instead of get()
+  cask_read_mode cask_read = cask_read_mode::visit;  ///< cask: which read API
   bool background_merge = true;  ///< cask: merge in the background when its policy says (the default)
 };
 

@@ -5,6 +5,7 @@
 #include <cask.hpp>
 
 #include <cstring>
+#include <span>
 #include <stdexcept>
 
 // merge() and hint files arrived with merger.hpp; without them the merge
@@ -22,6 +23,12 @@ struct durable_traits : cask::default_traits {
   using sync = cask::sync_always;
 };
 
+/// log_store::visit (a zero-copy read through a callback) arrived after get_ref.
+template <class Store>
+concept has_visit = requires(const Store& s) {
+  s.visit(std::string_view{}, [](std::span<const std::byte>) {});
+};
+
 template <class Store>
 class cask_store_engine {
  public:
@@ -32,7 +39,7 @@ class cask_store_engine {
     o.merge.background = cfg.background_merge;
 #endif
     db_.emplace(Store::open(cfg.dir, o));
-    ref_ = cfg.cask_read_ref;
+    read_ = cfg.cask_read;
   }
   void close() {
     if (db_) db_->close();
@@ -40,7 +47,17 @@ class cask_store_engine {
   }
   void put(std::string_view k, std::string_view v) { db_->put(k, v); }
   read_status get(std::string_view k, verify_ref verify) {
-    if (ref_) {
+    if constexpr (has_visit<Store>) {
+      if (read_ == cask_read_mode::visit) {
+        bool ok = false;
+        if (!db_->visit(k, [&](std::span<const std::byte> b) {
+              ok = verify({reinterpret_cast<const char*>(b.data()), b.size()});
+            }))
+          return read_status::missing;
+        return ok ? read_status::match : read_status::mismatch;
+      }
+    }
+    if (read_ == cask_read_mode::ref) {
       auto r = db_->get_ref(k);
       if (!r) return read_status::missing;
       return verify(r->view()) ? read_status::match : read_status::mismatch;
@@ -74,7 +91,7 @@ class cask_store_engine {
 
  private:
   std::optional<Store> db_;
-  bool ref_ = false;
+  cask_read_mode read_ = cask_read_mode::visit;
 };
 
 class cask_engine final : public engine {
@@ -85,7 +102,8 @@ class cask_engine final : public engine {
  public:
   void open(const engine_config& cfg) override {
     durable_ = cfg.durable;
-    ref_ = cfg.cask_read_ref;
+    read_ = cfg.cask_read;
+    if (read_ == cask_read_mode::visit && !has_visit<fast_store>) read_ = cask_read_mode::ref;
     background_merge_ = cfg.background_merge;
     if (durable_) d_.open(cfg); else f_.open(cfg);
   }
@@ -117,7 +135,9 @@ class cask_engine final : public engine {
   std::string settings() const override {
     return std::string("log_store<string,string>, default_hasher, basic_codec; CRC-32C on every record, "
                        "verify_checksums=true; max_segment_bytes=128 MiB; ") +
-           (ref_ ? "reads by get_ref() (zero-copy)" : "reads by get() (copy into std::string)") +
+           (read_ == cask_read_mode::visit ? "reads by visit() (zero-copy callback)"
+            : read_ == cask_read_mode::ref ? "reads by get_ref() (zero-copy value_ref)"
+                                           : "reads by get() (copy into std::string)") +
            "; no fsync except fillsync (sync_always, group commit)" +
            (BENCH_CASK_HAS_MERGE ? std::string("; background merge ") + (background_merge_ ? "on (default)" : "off") +
                                        "; merge workload: merge(merge_scope::all)"
@@ -126,7 +146,7 @@ class cask_engine final : public engine {
 
  private:
   bool durable_ = false;
-  bool ref_ = false;
+  cask_read_mode read_ = cask_read_mode::visit;
   bool background_merge_ = true;
   cask_store_engine<fast_store> f_;
   cask_store_engine<durable_store> d_;

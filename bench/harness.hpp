@@ -29,7 +29,7 @@ struct params {
   std::size_t merge_keys = 0;      ///< keys in the merge workload (0: num / 2), each written 5 times
   std::size_t large_bytes = std::size_t{256} << 20;  ///< data volume of each large-value run
   std::size_t sync_threads = 8;    ///< writer threads of fillsync8
-  bool cask_read_ref = false;      ///< cask reads through get_ref() instead of get()
+  std::string cask_read = "visit"; ///< cask's read API: visit, ref (get_ref) or get
   double child_timeout = 900;      ///< seconds before a child is killed
   std::vector<std::string> only;   ///< main group: run only these workloads (fillrandom always loads)
 };

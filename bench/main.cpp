@@ -48,7 +48,9 @@ usage: cask_bench [options]
   --rww-write-rate W   writer puts/s in readwhilewriting, 0 = unthrottled (default 100000)
   --merge-keys M       keys of the merge workload, each written 5 times (default num/2)
   --large-bytes B      data volume of each large-value run (default 268435456)
-  --cask-read get|ref  cask reads by get() (a copy) or get_ref() (zero-copy) (default get)
+  --cask-read MODE     cask reads by visit (zero-copy callback), ref (get_ref, zero-copy)
+                       or get (a copy into std::string) (default visit; ref where the
+                       headers have no visit)
   --markdown FILE      also write the report to FILE
   --plot-dir DIR       write gnuplot data files (throughput.dat, ratio.dat, latency.dat) to DIR
   --child-timeout S    kill a child running longer than S seconds (default 900)
@@ -144,7 +146,7 @@ child_output run_one(const options_t& o, const std::string& engine, const std::s
                                    "--rww-write-rate", std::to_string(o.p.rww_write_rate),
                                    "--merge-keys", std::to_string(o.p.merge_keys),
                                    "--large-bytes", std::to_string(o.p.large_bytes),
-                                   "--cask-read", o.p.cask_read_ref ? "ref" : "get"};
+                                   "--cask-read", o.p.cask_read};
   if (!o.p.only.empty()) {
     std::string list;
     for (const auto& w : o.p.only) list += (list.empty() ? "" : ",") + w;
@@ -652,8 +654,8 @@ int parse(int argc, char** argv, options_t& o) {
     else if (a == "--large-bytes") o.p.large_bytes = std::stoull(need(i));
     else if (a == "--cask-read") {
       const std::string v = need(i);
-      if (v != "get" && v != "ref") throw std::runtime_error("--cask-read takes get or ref");
-      o.p.cask_read_ref = v == "ref";
+      if (v != "get" && v != "ref" && v != "visit") throw std::runtime_error("--cask-read takes visit, ref or get");
+      o.p.cask_read = v;
     } else if (a == "--markdown") o.markdown = need(i);
     else if (a == "--plot-dir") o.plot_dir = need(i);
     else if (a == "--save-results") o.save_results = need(i);

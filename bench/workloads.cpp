@@ -414,7 +414,8 @@ engine_config config_for(const params& p, const std::filesystem::path& dir, std:
   c.durable = durable;
   c.expected_keys = keys;
   c.value_size = vsize;
-  c.cask_read_ref = p.cask_read_ref;
+  c.cask_read = p.cask_read == "get" ? cask_read_mode::get : p.cask_read == "ref" ? cask_read_mode::ref
+                                                                                  : cask_read_mode::visit;
   return c;
 }
 
