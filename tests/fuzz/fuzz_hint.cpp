@@ -1,0 +1,91 @@
+// Fuzz target: the hint decoder, cask::validate_hint and
+// for_each_hint_entry, as recovery calls them on a hint file image.
+//
+// Input: one mode byte, then the segment size the caller passes (u32, little
+// endian), then the hint file image. Mode bit 0: fix up the image's header and
+// trailer checksums first, so mutations reach past them; bit 1: take the
+// segment size, id and codec from the image itself, so they match.
+// An accepted image must describe only records inside the segment, in bytes
+// inside the image, and its entries must be exactly what hint_builder writes.
+#include "fuzz_util.hpp"
+
+#include <cask/checksum.hpp>
+#include <cask/codec.hpp>
+#include <cask/detail/endian.hpp>
+#include <cask/format.hpp>
+#include <cask/hint.hpp>
+
+#include <cstring>
+#include <memory>
+#include <vector>
+
+namespace fmt = cask::format;
+using checksum = cask::crc32c;
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  cask_fuzz::input in(data, size);
+  const std::uint8_t mode = in.byte();
+  std::uint64_t segment_bytes = in.u32();
+  const auto rest = in.bytes(in.left());
+  std::vector<std::byte> image(rest.size());
+  if (!rest.empty()) std::memcpy(image.data(), rest.data(), rest.size());
+
+  const std::uint32_t codec = fmt::codec_id<checksum>(cask::basic_codec::name);
+  std::uint32_t segment_id = 1, codec_id = codec;
+  constexpr std::size_t trailer = cask::hint_format::trailer_size;
+  if (image.size() >= fmt::file_header_size + trailer) {
+    if (mode & 1) {
+      cask::detail::store_u32(image.data() + 28, fmt::mask(checksum::compute(image.data(), 28)));
+      cask::detail::store_u32(image.data() + image.size() - 4,
+                              fmt::mask(checksum::compute(image.data(), image.size() - 4)));
+    }
+    if (mode & 2) {
+      segment_id = cask::detail::load_u32(image.data() + 20);
+      codec_id = cask::detail::load_u32(image.data() + 16);
+      segment_bytes = cask::detail::load_u64(image.data() + image.size() - trailer + 8);
+    }
+  }
+  // An exactly sized copy, so AddressSanitizer catches a read past the image.
+  auto owned = std::make_unique<std::byte[]>(image.size());
+  if (!image.empty()) std::memcpy(owned.get(), image.data(), image.size());
+  const std::span<const std::byte> file(owned.get(), image.size());
+
+  cask::hint_summary sum;
+  if (!cask::validate_hint<checksum>(file, segment_id, codec_id, segment_bytes, sum)) return 0;
+
+  FUZZ_CHECK(file.size() >= fmt::file_header_size + trailer, "accepted a %zu-byte image", file.size());
+  FUZZ_CHECK(sum.segment_bytes == segment_bytes, "segment size");
+  fmt::file_header h;
+  FUZZ_CHECK(fmt::decode_file_header<checksum>(file, fmt::file_kind::hint, h) == fmt::header_status::ok &&
+                 h.segment_id == segment_id && h.codec_id == codec_id && h.checksum_id == checksum::id,
+             "accepted a foreign header");
+  cask::hint_builder<checksum> rebuilt(segment_id, codec_id);
+  std::uint64_t n = 0;
+  const std::byte* const lo = file.data();
+  const std::byte* const hi = file.data() + file.size() - trailer;
+  cask::for_each_hint_entry(file, [&](const cask::hint_entry& e) {
+    ++n;
+    FUZZ_CHECK(e.key.size() <= fmt::max_key_len && (e.key.empty() || (e.key.data() >= lo && e.key.data() + e.key.size() <= hi)),
+               "entry %llu: key outside the entries", (unsigned long long)n);
+    FUZZ_CHECK(e.offset >= fmt::file_header_size && std::uint64_t{e.offset} + e.size <= segment_bytes &&
+                   e.size >= fmt::record_size(e.key.size(), 0),
+               "entry %llu: record [%u, +%u) outside a %llu-byte segment", (unsigned long long)n, e.offset, e.size,
+               (unsigned long long)segment_bytes);
+    FUZZ_CHECK(e.seq >= fmt::first_sequence && (e.flags & ~fmt::known_flags) == 0, "entry %llu: seq/flags",
+               (unsigned long long)n);
+    fmt::record_view rv;
+    rv.seq = e.seq;
+    rv.flags = e.flags;
+    rv.size = e.size;
+    rv.key = e.key;
+    rebuilt.add(rv, e.offset);
+  });
+  FUZZ_CHECK(n == sum.records, "%llu entries, trailer says %llu", (unsigned long long)n, (unsigned long long)sum.records);
+  // The entries are byte for byte what the builder writes for them.
+  const auto again = std::move(rebuilt).finish(segment_bytes);
+  FUZZ_CHECK(again.size() == file.size(), "rebuilt %zu bytes of %zu", again.size(), file.size());
+  FUZZ_CHECK(std::memcmp(again.data() + fmt::file_header_size, file.data() + fmt::file_header_size,
+                         file.size() - fmt::file_header_size - trailer) == 0,
+             "entries differ from what hint_builder writes");
+  return 0;
+}
