@@ -181,7 +181,9 @@ BOOST_AUTO_TEST_CASE(a_hint_that_points_past_its_segment_or_is_stale_is_ignored)
     BOOST_TEST((contents(db) == m));
     BOOST_TEST(db.stats().recovered_by_scan == 1u);
   }
-  // A hint describing a segment of another size (stale) is ignored too.
+  // A valid hint describing a segment of another size means the segment was
+  // cut or extended: damage, refused under corruption_policy::fail, scanned
+  // and reported under skip.
   copy_dir(d / "ref", d / "b");
   const auto other = seg.parent_path() / (segs.at(1).stem().string() + ".hint");
   auto stale = read_file(d / "ref" / hint.filename());
@@ -189,9 +191,23 @@ BOOST_AUTO_TEST_CASE(a_hint_that_points_past_its_segment_or_is_stale_is_ignored)
   cask::detail::store_u64(sb + stale.size() - 32, seg_size + 1);
   cask::detail::store_u32(sb + stale.size() - 4, fmt::mask(cask::crc32c::compute(sb, stale.size() - 4)));
   write_file(d / "b" / hint.filename(), stale);
-  auto db = string_store::open(d / "b", opts());
+  try {
+    string_store::open(d / "b", opts());
+    BOOST_FAIL("opened a segment whose size differs from its hint's");
+  } catch (const cask::error& e) {
+    BOOST_TEST((e.code() == cask::errc::corruption));
+    BOOST_TEST(e.path() == d / "b" / seg.filename());
+    BOOST_TEST(e.offset() == seg_size);
+  }
+  auto o = opts();
+  o.on_corruption = cask::corruption_policy::skip;
+  std::vector<cask::recovery_event> events;
+  o.reporter = [&](const cask::recovery_event& e) { events.push_back(e); };
+  auto db = string_store::open(d / "b", o);
   BOOST_TEST((contents(db) == m));
   BOOST_TEST(db.stats().recovered_by_scan == 1u);
+  BOOST_REQUIRE(events.size() == 1u);
+  BOOST_TEST(events[0].file == d / "b" / seg.filename());
   (void)other;
 }
 

@@ -65,6 +65,10 @@ inline constexpr std::uint8_t known_flags = tombstone;
 
 /// Sequence numbers start at 1, so an all-zero header never validates.
 inline constexpr std::uint64_t first_sequence = 1;
+/// Sequence numbers stay below 2^63 (at ten million writes a second, after
+/// 29,000 years); a record claiming more is malformed, so a damaged or
+/// hostile record cannot make the counter wrap.
+inline constexpr std::uint64_t max_sequence = (std::uint64_t{1} << 63) - 1;
 
 /// Largest key and value the format can hold; options may set smaller limits.
 inline constexpr std::uint32_t max_key_len = (1u << 20);
@@ -178,7 +182,7 @@ inline record_status parse_record_header(const std::byte* p, std::size_t avail, 
   const auto flags = std::to_integer<std::uint8_t>(p[flags_offset]);
   const std::uint32_t klen = load_u32(p + key_len_offset), vlen = load_u32(p + value_len_offset);
   if (seq == 0 && crc == 0 && flags == 0 && klen == 0 && vlen == 0) return record_status::zero;
-  if (seq < first_sequence || (flags & ~known_flags) != 0 || klen > max_key_len || vlen > max_value_len ||
+  if (seq < first_sequence || seq > max_sequence || (flags & ~known_flags) != 0 || klen > max_key_len || vlen > max_value_len ||
       ((flags & tombstone) && vlen != 0))
     return record_status::bad_header;
   const std::uint64_t size = record_size(klen, vlen);

@@ -50,6 +50,9 @@ struct hint_summary {
   std::uint64_t segment_bytes = 0;  ///< the segment file's size, header included
   std::uint64_t min_seq = 0;        ///< lowest sequence number in the segment
   std::uint64_t max_seq = 0;        ///< highest sequence number in the segment
+  /// The header and the trailer's checksum were valid: the figures above are
+  /// the hint writer's, even if the hint does not fit the segment.
+  bool trailer_valid = false;
 };
 
 /// Builds the bytes of a hint file in memory.
@@ -122,6 +125,7 @@ bool validate_hint(std::span<const std::byte> file, std::uint32_t segment_id, st
   if (file.size() < format::file_header_size + hint_format::trailer_size) return false;
   const std::byte* t = file.data() + file.size() - hint_format::trailer_size;
   if (format::unmask(load_u32(t + 36)) != Checksum::compute(file.data(), file.size() - 4)) return false;
+  out.trailer_valid = true;
   out.records = load_u64(t);
   out.segment_bytes = load_u64(t + 8);
   out.min_seq = load_u64(t + 16);
@@ -138,7 +142,8 @@ bool validate_hint(std::span<const std::byte> file, std::uint32_t segment_id, st
     const std::uint32_t roff = load_u32(p + 8), rsize = load_u32(p + 12), klen = load_u32(p + 17);
     const auto flags = std::to_integer<std::uint8_t>(p[16]);
     if (klen > format::max_key_len || end - off - hint_format::entry_header_size < klen) return false;
-    if (seq < format::first_sequence || (flags & ~format::known_flags) != 0) return false;
+    if (seq < format::first_sequence || seq > format::max_sequence || (flags & ~format::known_flags) != 0)
+      return false;
     if (roff < format::file_header_size || std::uint64_t{roff} + rsize > segment_bytes ||
         rsize < format::record_size(klen, 0))
       return false;

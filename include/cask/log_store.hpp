@@ -549,6 +549,7 @@ class log_store {
     const std::uint64_t h = Hasher{}(kb);
     const segment_type* bad_seg = nullptr;
     std::uint32_t bad_off = 0;
+    errc bad_code = errc::corruption;
     const auto loc = s.keydir.find(h, [&](location l) {
       // Loaded after the keydir entry: a segment the entry names is in this table.
       const segment_table_type* tab = s.segtab.load(std::memory_order_seq_cst);
@@ -560,14 +561,23 @@ class log_store {
         bad_off = l.offset;
         return false;
       }
-      if (!same_bytes(f.rv.key, kb)) return false;
+      if (!same_bytes(f.rv.key, kb)) {
+        // Equal 64-bit hashes and different keys: a collision, or damaged key
+        // bytes. The checksum tells, and only this rare case pays for it.
+        if (!format::record_checksum_ok<checksum_type>(p, f.rv)) {
+          bad_seg = seg;
+          bad_off = l.offset;
+          bad_code = errc::checksum_mismatch;
+        }
+        return false;
+      }
       f.tab = tab;
       f.seg = seg;
       f.offset = l.offset;
       return true;
     });
     if (!loc) {
-      if (bad_seg) detail::set_error(ec, site, make_error_code(errc::corruption), bad_seg->path(), bad_off);
+      if (bad_seg) detail::set_error(ec, site, make_error_code(bad_code), bad_seg->path(), bad_off);
       return false;
     }
     if (verify && !format::record_checksum_ok<checksum_type>(f.seg->data() + f.offset, f.rv)) {
@@ -1523,8 +1533,9 @@ class log_store {
 
     // A valid hint file spares reading the values.
     hint_summary hs_sum;
-    if (read_whole_file(s.io, s.dir / hint_file_name(id), p.hint) &&
-        validate_hint<checksum_type>(p.hint, id, s.codec_id, size, hs_sum)) {
+    const auto hint_path = s.dir / hint_file_name(id);
+    const bool have_hint = read_whole_file(s.io, hint_path, p.hint);
+    if (have_hint && validate_hint<checksum_type>(p.hint, id, s.codec_id, size, hs_sum)) {
       p.entries.reserve(static_cast<std::size_t>(hs_sum.records));
       for_each_hint_entry(std::span<const std::byte>(p.hint), [&](const hint_entry& he) {
         p.entries.push_back({Hasher{}(he.key), he.seq, he.offset, he.size, he.flags, he.key});
@@ -1533,10 +1544,30 @@ class log_store {
       p.end = size;
       return p;
     }
+    if (have_hint && !(hs_sum.trailer_valid && hs_sum.segment_bytes != size))
+      p.events.push_back({recovery_event::kind::bad_hint, hint_path, 0, p.hint.size(),
+                          "hint file does not validate; scanning the segment instead"});
     p.hint.clear();
+    if (hs_sum.trailer_valid && hs_sum.segment_bytes != size) {
+      // Sealed segments never change size, and a hint is written only for a
+      // sealed segment: the segment was cut or extended since.
+      const std::uint64_t at = std::min<std::uint64_t>(size, hs_sum.segment_bytes);
+      const std::string why = "segment is " + std::to_string(size) + " bytes; its hint file says " +
+                              std::to_string(hs_sum.segment_bytes);
+      if (s.opts.on_corruption == corruption_policy::fail) {
+        p.events.push_back({recovery_event::kind::corrupt_record, path, at, 0, why});
+        return fail(make_error_code(errc::corruption), at);
+      }
+      ++p.skipped;
+      p.events.push_back({recovery_event::kind::corrupt_record, path, at,
+                          hs_sum.segment_bytes > size ? hs_sum.segment_bytes - size : size - hs_sum.segment_bytes,
+                          why + "; scanning what is there"});
+    }
 
+    std::uint64_t last_seq = 0;
     auto add = [&](const format::record_view& rv, std::uint64_t off) {
       p.entries.push_back({Hasher{}(rv.key), rv.seq, static_cast<std::uint32_t>(off), rv.size, rv.flags, rv.key});
+      last_seq = std::max(last_seq, rv.seq);
     };
     std::uint64_t start = format::file_header_size;
     for (;;) {
@@ -1566,7 +1597,8 @@ class log_store {
         p.events.push_back({recovery_event::kind::corrupt_record, path, r.valid_end, 0, status_text(r.stop)});
         return fail(make_error_code(code), r.valid_end);
       }
-      const auto next = find_next_record<checksum_type>(data, size, r.valid_end + 1);
+      const bool writer_segment = (h.flags & format::merge_output) == 0;
+      const auto next = find_resync_point<checksum_type>(data, size, r.valid_end + 1, last_seq, writer_segment);
       const std::uint64_t resume = next ? *next : size;
       ++p.skipped;
       p.events.push_back({recovery_event::kind::corrupt_record, path, r.valid_end, resume - r.valid_end,
@@ -1694,15 +1726,22 @@ class log_store {
         std::uint32_t old_size = 0;
         std::uint64_t old_seq = 0;
         bool old_tomb = false;
+        std::optional<location> damaged;  // an existing record that fails its checksum
         const auto old = s.keydir.upsert(
             en.hash, location{p.id, en.offset, tomb},
             [&](location l) {
               old_seg = find_seg(l.segment);
               if (!old_seg) return false;
+              // Verified, not just parsed: a damaged sequence number must not
+              // decide which of two records is the newest. (Records loaded
+              // from hint files were not read; only key collisions get here.)
               format::record_view o;
-              if (format::parse_record_header(old_seg->data() + l.offset, old_seg->capacity() - l.offset, o) !=
-                  format::record_status::ok)
+              if (format::parse_record<checksum_type>(old_seg->data() + l.offset,
+                                                      static_cast<std::size_t>(old_seg->end() - l.offset), o) !=
+                  format::record_status::ok) {
+                damaged = l;
                 return false;
+              }
               if (!same_bytes(o.key, en.key)) return false;
               old_size = o.size;
               old_seq = o.seq;
@@ -1710,6 +1749,20 @@ class log_store {
               return true;
             },
             [&](location) { return en.seq > old_seq; });
+        if (damaged) {
+          segment_type* ds = find_seg(damaged->segment);
+          report(s, recovery_event::kind::corrupt_record, ds->path(), damaged->offset, 0,
+                 "checksum mismatch in a record of a segment indexed from its hint file");
+          if (s.opts.on_corruption == corruption_policy::fail) {
+            if (next.valid()) next.wait();
+            detail::set_error(ec, site, make_error_code(errc::checksum_mismatch), ds->path(), damaged->offset);
+            return false;
+          }
+          // Skip it: its key cannot be trusted, so it leaves the index.
+          const location bad = *damaged;
+          s.keydir.erase(en.hash, [&](location l) { return l == bad; });
+          ++s.skipped_records;
+        }
         const bool newer = !old || en.seq > old_seq;
         if (old && newer && !old_tomb) old_seg->counters().live_to_dead(old_size);
         if (newer && !tomb)

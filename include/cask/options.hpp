@@ -30,6 +30,7 @@ struct recovery_event {
     removed_partial,  ///< a segment whose header was never completed was removed
     removed_temp,     ///< a leftover temporary file was removed
     finished_merge,   ///< a merge interrupted by a crash was completed (or its uncommitted manifest discarded)
+    bad_hint,         ///< a hint file did not validate and was ignored; its segment was scanned instead
   };
   kind what;                   ///< what happened
   std::filesystem::path file;  ///< the file it happened in

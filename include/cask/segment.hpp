@@ -236,8 +236,7 @@ scan_result scan_records(const std::byte* data, std::uint64_t size, std::uint64_
 }
 
 /// The offset of the next record at or after `from` that validates, or
-/// nothing. Used to resynchronize after a corrupt record under
-/// corruption_policy::skip.
+/// nothing.
 template <class Checksum>
 std::optional<std::uint64_t> find_next_record(const std::byte* data, std::uint64_t size, std::uint64_t from) {
   for (std::uint64_t off = from; off + format::record_header_size <= size; ++off) {
@@ -245,6 +244,35 @@ std::optional<std::uint64_t> find_next_record(const std::byte* data, std::uint64
     if (format::parse_record<Checksum>(data + off, static_cast<std::size_t>(size - off), rv) ==
         format::record_status::ok)
       return off;
+  }
+  return std::nullopt;
+}
+
+/// Where to resume scanning a sealed segment of `size` bytes after damage at
+/// `from` (corruption_policy::skip): the first offset from which records
+/// validate one after another to exactly the end of the segment, with
+/// sequence numbers above `after_seq` and increasing (when `increasing`: a
+/// writer's segment; a merge's output keeps its inputs' order). A record that
+/// a value happens to contain (a store kept inside a store, or a hostile
+/// value) does not chain to the end, so it is never taken for a real one.
+template <class Checksum>
+std::optional<std::uint64_t> find_resync_point(const std::byte* data, std::uint64_t size, std::uint64_t from,
+                                               std::uint64_t after_seq, bool increasing) {
+  for (std::uint64_t off = from; off + format::record_header_size <= size; ++off) {
+    std::uint64_t at = off, last = after_seq;
+    bool chained = true;
+    while (at < size) {
+      format::record_view rv;
+      if (format::parse_record<Checksum>(data + at, static_cast<std::size_t>(size - at), rv) !=
+              format::record_status::ok ||
+          (increasing && rv.seq <= last)) {
+        chained = false;
+        break;
+      }
+      last = rv.seq;
+      at += rv.size;
+    }
+    if (chained && at == size && at > off) return off;
   }
   return std::nullopt;
 }
