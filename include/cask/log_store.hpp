@@ -759,7 +759,10 @@ class log_store {
     h.codec_id = s.codec_id;
     h.segment_id = id;
     format::encode_file_header<checksum_type>(h, m.data());
-    s.io.sync_dir(s.dir, e);
+    // The header is made durable now, with the file's name: then a segment
+    // whose header is lost can only be damage, never an unsynced segment.
+    m.flush(0, format::file_header_size, e);
+    if (!e) s.io.sync_dir(s.dir, e);
     if (e) return fail(e);
     return std::make_shared<segment_type>(id, path, std::move(f), std::move(m), format::file_header_size);
   }
@@ -1213,6 +1216,15 @@ class log_store {
     }
     if (out) finish_output(*out);
     if (e) return abandon();
+
+    // Records this merge dropped were superseded by newer ones that may not be
+    // durable yet (sync_none): make them durable first, or a power loss after
+    // the commit would lose both the old record and its replacement.
+    sync_to(s, s.written_seq.load(std::memory_order_relaxed), e, nullptr);
+    if (e) {
+      err_path = s.dir;
+      return abandon();
+    }
 
     // 2. Commit: the manifest's atomic appearance. From here on recovery
     //    finishes the merge, so any failure leaves the store failed until reopened.
