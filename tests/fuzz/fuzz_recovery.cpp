@@ -9,7 +9,8 @@
 //                endian), that many bytes. Kinds: 0 `<id>.cask`, 1 `<id>.hint`,
 //                2 `<id>.merge`, 3 `<id>.cask.tmp`, 4 `<id>.hint.tmp`, 5 a
 //                stray file; 6 and 7 end the files (so do 12 files).
-//   operations   the rest, two or three bytes each (run_ops below).
+//   operations   the rest, two or three bytes each (run_ops below); at most
+//                six merges, reopens and full checks together.
 //
 // The image is written into fresh directories and opened three ways: under
 // corruption_policy::fail, under ::skip, and read-only. Whatever opens must
@@ -55,6 +56,13 @@ const bool strict = [] {
   const char* v = std::getenv("CASK_FUZZ_STRICT");
   return v && *v && std::string(v) != "0";
 }();
+
+/// CASK_FUZZ_TRACE=1: print the image, the opens and every operation (for reading a crash).
+const bool trace = [] {
+  const char* v = std::getenv("CASK_FUZZ_TRACE");
+  return v && *v && std::string(v) != "0";
+}();
+#define TRACE(...) (trace ? void(std::fprintf(stderr, __VA_ARGS__)) : void())
 
 const std::uint32_t codec = fmt::codec_id<checksum>(cask::basic_codec::name);
 
@@ -204,6 +212,8 @@ snapshot take(const store& db) {
     s.all.clear();
   }
   for (const auto& k : base_keys()) s.keys[k] = read(db, k);
+  for (const auto& [k, o] : s.keys)
+    if (o.kind != outcome::absent) TRACE("  %s: %s %s\n", k.c_str(), kind_name(o), o.v.c_str());
   for (const auto& [k, v] : s.all) {
     s.keys[k] = read(db, k);
     FUZZ_CHECK(s.keys[k] == (outcome{outcome::value, v}), "for_each gives %s a value get does not", k.c_str());
@@ -228,8 +238,13 @@ std::optional<store> open(const fs::path& dir, cask::corruption_policy p, bool r
   o.read_only = read_only;
   o.on_corruption = p;
   try {
-    return store::open(dir, o);
+    auto db = store::open(dir, o);
+    TRACE("open %s%s: ok, %zu keys\n", p == cask::corruption_policy::fail ? "fail" : "skip", read_only ? " read-only" : "",
+          db.size());
+    return db;
   } catch (const cask::error& e) {
+    TRACE("open %s%s: %s\n", p == cask::corruption_policy::fail ? "fail" : "skip", read_only ? " read-only" : "",
+          e.what());
     FUZZ_CHECK(e.code().category() == cask::category() || e.code() == std::errc::no_such_file_or_directory,
                "open failed with a foreign error: %s", e.what());
     return std::nullopt;
@@ -268,9 +283,14 @@ struct model {
 };
 
 void run_ops(store& db, const fs::path& dir, model& m, cask_fuzz::input& in) {
+  // Merges, reopens and full checks cost an open's worth each: a few per input.
+  int expensive = 0;
   for (int n = 0; n < 200 && !in.empty(); ++n) {
-    const int op = in.byte() % 8;
+    int op = in.byte() % 8;
+    if ((op == 4 || op == 5 || op == 7) && ++expensive > 6) op = 3;
     const std::string key = "k" + std::to_string(in.byte() % 12);
+    static const char* const names[] = {"put", "put", "erase", "get", "merge", "reopen", "sync", "check"};
+    TRACE("op %d: %s %s\n", n, names[op], op == 4 || op >= 5 ? "" : key.c_str());
     switch (op) {
       case 0:
       case 1: {
@@ -364,6 +384,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     if (!strict && (name.ends_with(".cask") || name.ends_with(".cask.tmp")) && max_seq(b) >= (std::uint64_t{1} << 63))
       return 0;  // the sequence number would wrap (a known defect)
+    TRACE("file %s: %zu bytes%s\n", name.c_str(), b.size(), keep ? "" : " (left out)");
     it = keep ? std::next(it) : files.erase(it);
   }
 
