@@ -679,3 +679,27 @@ BOOST_AUTO_TEST_CASE(appending_after_torn_tail) {
   BOOST_TEST((contents(db) == m));
   BOOST_TEST(r.events.empty());
 }
+
+// Suspected bug (disabled until decided): a store created by open()
+// (create_if_missing) makes its directory with mkdir but never fsyncs the
+// parent directory, so after a power loss the whole store directory - and
+// every write acknowledged under sync_always - may be gone (the "missing
+// directory fsync" of the ALICE study, one level up). Expected: the parent is
+// synced before open returns.
+BOOST_AUTO_TEST_CASE(known_bug_a_new_store_directory_is_not_synced_in_its_parent, *boost::unit_test::disabled()) {
+  scratch_dir d("parent");
+  const auto dir = d / "new-store";
+  faulty_io io;
+  io.plan().tracing = true;
+  {
+    auto db = traced_durable_store::open(dir, small(), io);
+    db.put("k", "acknowledged under sync_always");
+  }
+  bool made = false, parent_synced = false;
+  for (const auto& c : io.plan().trace()) {
+    made = made || (c.call == call_mkdir && c.path == dir);
+    parent_synced = parent_synced || (made && c.call == call_sync_dir && c.path == d.path());
+  }
+  BOOST_TEST(made);
+  BOOST_TEST(parent_synced);
+}
