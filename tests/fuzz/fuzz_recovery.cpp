@@ -24,10 +24,11 @@
 // cask trusts a hint file whose checksums hold (docs/FORMAT.md: entries are not
 // re-checked against the segment at open), so the harness leaves out a hint
 // that describes other records than its segment holds; one describing a
-// damaged segment is kept. A known defect is sidestepped unless
+// damaged segment is kept. Two known defects are sidestepped unless
 // CASK_FUZZ_STRICT=1: a record is written right after open, so that the
 // segment recovery took for the writer's last is not the newest at the next
-// open (see the sentinel below).
+// open (see the sentinel below); and a key unreadable at open stays unknown
+// to the model after an erase (see run_ops).
 #include "fuzz_util.hpp"
 
 #include <cask.hpp>
@@ -243,12 +244,13 @@ std::optional<store> open(const fs::path& dir, cask::corruption_policy p, bool r
 struct model {
   std::map<std::string, std::optional<std::string>> known;  // nullopt: absent
   std::set<std::string> unknown;                           // unreadable since open
+  std::set<std::string> damaged;                           // unreadable at open
   bool hidden = false;  // for_each failed at open: live keys nobody can name may exist
 
   explicit model(const snapshot& s) : hidden(!s.iterated) {
     for (const auto& [k, o] : s.keys) {
       if (o.kind == outcome::error)
-        unknown.insert(k);
+        unknown.insert(k), damaged.insert(k);
       else
         known[k] = o.kind == outcome::value ? std::optional(o.v) : std::nullopt;
     }
@@ -295,6 +297,13 @@ void run_ops(store& db, const fs::path& dir, model& m, cask_fuzz::input& in) {
         if (was || m.known.count(key)) {
           m.known[key] = std::nullopt;
           m.unknown.erase(key);
+        }
+        if (!strict && m.damaged.count(key)) {
+          // A known defect: the index entry of a record whose header is
+          // damaged outlives a put and an erase of its key, and reading the
+          // key then reports the damage again.
+          m.known.erase(key);
+          m.unknown.insert(key);
         }
         break;
       }
