@@ -33,8 +33,10 @@
 
 #include <cask.hpp>
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -66,9 +68,23 @@ const bool trace = [] {
 
 const std::uint32_t codec = fmt::codec_id<checksum>(cask::basic_codec::name);
 
+/// This process's scratch directory. The first call removes those of
+/// processes that died without cleaning up (a crash found), and arranges for
+/// a failed check to remove this one.
 fs::path root() {
   static const fs::path r = [] {
-    fs::path base = fs::is_directory("/dev/shm") ? fs::path("/dev/shm") : fs::temp_directory_path();
+    const fs::path base = fs::is_directory("/dev/shm") ? fs::path("/dev/shm") : fs::temp_directory_path();
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(base, ec)) {
+      const std::string n = e.path().filename().string();
+      if (!n.starts_with("cask-fuzz-")) continue;
+      const long pid = std::strtol(n.c_str() + 10, nullptr, 10);
+      if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) fs::remove_all(e.path(), ec);
+    }
+    cask_fuzz::on_failure = [] {
+      std::error_code ignored;
+      fs::remove_all(root(), ignored);
+    };
     return base / ("cask-fuzz-" + std::to_string(::getpid()));
   }();
   return r;

@@ -11,6 +11,11 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size);
 
+namespace cask_fuzz {
+/// Called before a failed check aborts (a target cleans up its files here).
+inline void (*on_failure)() = nullptr;
+}  // namespace cask_fuzz
+
 /// Aborts with a message when `cond` is false: the input shows a defect.
 #define FUZZ_CHECK(cond, ...)                                                     \
   do {                                                                            \
@@ -18,6 +23,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       std::fprintf(stderr, "%s:%d: check failed: %s\n  ", __FILE__, __LINE__, #cond); \
       std::fprintf(stderr, __VA_ARGS__);                                          \
       std::fprintf(stderr, "\n");                                                 \
+      if (cask_fuzz::on_failure) cask_fuzz::on_failure();                         \
       std::abort();                                                               \
     }                                                                             \
   } while (0)
