@@ -36,17 +36,6 @@ using namespace cask_test;
 
 namespace {
 
-// Engine bugs this suite found, worked around here until fixed: set to false
-// once the engine is fixed, and the affected checks run again. The
-// known_bug_* test cases at the end reproduce each one (disabled; run them
-// with --run_test=known_bug_*).
-namespace known_bugs {
-// A rotation that seals the active segment and then fails to create the next
-// one (ENOSPC from posix_fallocate, EIO, a failed directory fsync or mmap)
-// leaves the store without an active segment but not failed: the next put or
-// erase dereferences a null pointer (log_store.hpp, ensure_room).
-inline constexpr bool no_active_segment_after_failed_rotation = true;
-}  // namespace known_bugs
 
 template <class Sync>
 struct fio_traits : cask::default_traits {
@@ -143,7 +132,7 @@ bool may_be_swallowed(const std::vector<traced_call>& trace, std::size_t i) {
 }
 
 struct totals {
-  long iterations = 0, faults = 0, loops = 0, max_n = 0, skipped_probes = 0, swallowed = 0, thrown = 0;
+  long iterations = 0, faults = 0, loops = 0, max_n = 0, swallowed = 0, thrown = 0;
 };
 
 template <class Sync>
@@ -385,11 +374,7 @@ class harness {
           removed = removed || (op_trace[j].call == call_remove && op_trace[j].path == c.path && !op_trace[j].failed);
         data_sync_failed = data_sync_failed || !removed;
       }
-      bool active = false;
-      for (const auto& s : db->stats().per_segment) active = active || s.active;
-      if (known_bugs::no_active_segment_after_failed_rotation && !active) {
-        ++t_.skipped_probes;  // the probe would crash (known_bug_put_after_a_failed_rotation_crashes)
-      } else {
+      {
         std::error_code pec;
         db->put("probe", "after the fault", pec);
         if (data_sync_failed) {
@@ -461,8 +446,7 @@ void run_all(std::initializer_list<op> ops) {
       for (const bool persistent : {false, true}) h.run(o, k, persistent);
   const auto& t = h.counts();
   BOOST_TEST_MESSAGE(sync_name<Sync>() << ": " << t.loops << " loops, " << t.iterations << " runs, " << t.faults
-                                         << " injected faults, largest N " << t.max_n << ", probes skipped (known bug) "
-                                         << t.skipped_probes << ", failed calls cask did without " << t.swallowed
+                                         << " injected faults, largest N " << t.max_n << ", failed calls cask did without " << t.swallowed
                                          << ", errors thrown " << t.thrown);
   BOOST_TEST(t.faults > 0);
 }
@@ -556,12 +540,11 @@ struct pick_fio_traits : cask::default_traits {
 using pick_fstore = cask::log_store<std::string, std::string, cask::default_hasher, cask::basic_codec, pick_fio_traits>;
 }  // namespace
 
-// Bug: ensure_room seals the active segment, then create_segment fails (here
-// ENOSPC from posix_fallocate): put reports the error, but the store is left
-// with no active segment and not marked failed, so the next put dereferences
-// a null state::active (log_store.hpp, ensure_room). Expected: the next put
-// works (or fails cleanly), and nothing acknowledged is lost.
-BOOST_AUTO_TEST_CASE(known_bug_put_after_a_failed_rotation_crashes, *boost::unit_test::disabled()) {
+// Regression: ensure_room sealed the active segment, then create_segment
+// failed (here ENOSPC from posix_fallocate): put reported the error, but the
+// store was left with no active segment, and the next put dereferenced a null
+// state::active. Now the next write starts the segment the rotation could not.
+BOOST_AUTO_TEST_CASE(a_put_after_a_failed_rotation_starts_the_missing_segment) {
   scratch_dir d("bug-a");
   model m;
   {
@@ -579,19 +562,21 @@ BOOST_AUTO_TEST_CASE(known_bug_put_after_a_failed_rotation_crashes, *boost::unit
     }
     BOOST_REQUIRE(ec);  // the disk was full when the next segment was created
     io.plan().armed = false;
-    db.put("next", "x", ec);  // crashes here
+    db.put("next", "x", ec);  // crashed here
+    BOOST_TEST(!ec, "put after the disk has room again: " << ec.message());
     if (!ec) m["next"] = "x";
+    BOOST_TEST((db.get("next") == std::optional<std::string>("x")));
   }
   auto db = string_store::open(d / "s", small());
   for (const auto& [k, v] : m) BOOST_REQUIRE(db.get(k) == v);
 }
 
-// Bug: settle_merges ignores a failed rename of a committed merge's output
-// (<id>.cask.tmp -> <id>.cask), removes the inputs anyway, and then recover()
-// deletes the output as a leftover temporary file: everything the merge had
-// copied is lost, and open reports success. Expected: open fails (or retries)
-// and keeps the inputs or the outputs.
-BOOST_AUTO_TEST_CASE(known_bug_a_failed_rename_in_recovery_deletes_a_committed_merge, *boost::unit_test::disabled()) {
+// Regression: settle_merges ignored a failed rename of a committed merge's
+// output (<id>.cask.tmp -> <id>.cask), removed the inputs anyway, and then
+// recover() deleted the output as a leftover temporary file: everything the
+// merge had copied was lost, and open reported success. Now the open fails,
+// keeping the inputs, and the next one finishes the merge.
+BOOST_AUTO_TEST_CASE(a_failed_rename_in_recovery_fails_the_open_and_keeps_the_merge) {
   scratch_dir d("bug-b");
   model m;
   {
@@ -624,12 +609,12 @@ BOOST_AUTO_TEST_CASE(known_bug_a_failed_rename_in_recovery_deletes_a_committed_m
   BOOST_TEST((contents(db) == m));  // the bug: 29 of 50 keys are gone
 }
 
-// Bug: settle_merges treats a manifest it cannot read (open or pread failing,
-// or a short read) as uncommitted and deletes it. If the crash came while the
-// merge was removing its inputs, an input with an old value survives while
-// the input with its tombstone is gone: the deleted key comes back. Expected:
-// an I/O error reading a manifest fails the open.
-BOOST_AUTO_TEST_CASE(known_bug_an_unreadable_manifest_resurrects_a_deleted_key, *boost::unit_test::disabled()) {
+// Regression: settle_merges took a manifest it could not read (open or pread
+// failing, or a short read) for uncommitted and deleted it. If the crash came
+// while the merge was removing its inputs, an input with an old value
+// survived while the input with its tombstone was gone: the deleted key came
+// back. Now a short read is read on, and an I/O error fails the open.
+BOOST_AUTO_TEST_CASE(an_unreadable_manifest_never_resurrects_a_deleted_key) {
   scratch_dir d("bug-c");
   {
     faulty_io io;
@@ -666,14 +651,12 @@ BOOST_AUTO_TEST_CASE(known_bug_an_unreadable_manifest_resurrects_a_deleted_key, 
   BOOST_TEST(!db.contains("victim"));  // the bug: "old" is back
 }
 
-// Bug: recover()'s pre-pass ignores errors reading segment headers, so a
-// merge output whose header could not be read is taken for the writer's
-// segment. After a crash between a merge and the next rotation, the real
-// active segment is then treated as sealed: its zero tail is "damage". Under
-// corruption_policy::fail open fails with a misleading corruption error;
-// under skip it opens, and after one more write every later open under the
-// default policy fails. Expected: the read error fails the open.
-BOOST_AUTO_TEST_CASE(known_bug_a_failed_header_read_makes_the_active_segment_sealed, *boost::unit_test::disabled()) {
+// Regression: recover()'s pre-pass ignored errors reading segment headers,
+// so a merge output whose header could not be read was taken for the
+// writer's segment, and the real active segment was treated as sealed: its
+// zero tail became "damage" (under skip, every later open failed). Now the
+// read error fails the open, and the next open recovers everything.
+BOOST_AUTO_TEST_CASE(a_failed_header_read_fails_the_open_and_damages_nothing) {
   scratch_dir d("bug-e");
   {
     faulty_io io;

@@ -540,7 +540,11 @@ class powerloss_io {
     std::unique_lock lk(fs_->mu);
     if (!fs_->step(lk, gen_, ec)) return;
     auto it = fs_->dirs.find(fs_state::norm(dir));
-    if (it == fs_->dirs.end()) return void(ec = std::error_code(ENOENT, std::system_category()));
+    if (it == fs_->dirs.end()) {
+      // A directory outside the model (the parent of a new store):
+      // directories are created durable here, so there is nothing to commit.
+      return;
+    }
     it->second.durable = it->second.live;
     it->second.pending.clear();
   }

@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <span>
 #include <string>
+#include <system_error>
 #include <vector>
 
 namespace cask {
@@ -194,16 +195,37 @@ void write_file_atomically(const Io& io, const std::filesystem::path& dir, const
   }
 }
 
-/// Reads a whole file through the I/O policy (sequentially). Returns false on any error.
+/// Reads the whole file `p` into `out` through the I/O policy, sequentially,
+/// going on after a short read. Returns true on success. Returns false with
+/// `ec` clear if the file does not exist, and false with `ec` set on any
+/// other error (a file that ends before its size was read is std::errc::io_error).
 template <class Io>
-bool read_whole_file(const Io& io, const std::filesystem::path& p, std::vector<std::byte>& out) {
-  std::error_code ec;
+bool read_file(const Io& io, const std::filesystem::path& p, std::vector<std::byte>& out, std::error_code& ec) {
+  ec.clear();
   auto f = io.open(p, open_mode::read, ec);
-  if (ec) return false;
+  if (ec) {
+    if (ec == std::errc::no_such_file_or_directory) ec.clear();
+    return false;
+  }
   const std::uint64_t size = f.size(ec);
   if (ec) return false;
   out.resize(static_cast<std::size_t>(size));
-  return f.read_at(out.data(), out.size(), 0, ec) == out.size() && !ec;
+  std::size_t done = 0;
+  while (done < out.size()) {
+    const std::size_t n = f.read_at(out.data() + done, out.size() - done, done, ec);
+    if (ec) return false;
+    if (n == 0) return ec = std::make_error_code(std::errc::io_error), false;
+    done += n;
+  }
+  return true;
+}
+
+/// Reads a whole file through the I/O policy (sequentially). Returns false on
+/// any error (for files whose loss costs only time, such as hint files).
+template <class Io>
+bool read_whole_file(const Io& io, const std::filesystem::path& p, std::vector<std::byte>& out) {
+  std::error_code ec;
+  return read_file(io, p, out, ec);
 }
 
 }  // namespace cask

@@ -550,9 +550,14 @@ class log_store {
     const segment_type* bad_seg = nullptr;
     std::uint32_t bad_off = 0;
     errc bad_code = errc::corruption;
+    // The table is loaded before the keydir entry, never after: a segment
+    // appears in a published table before any entry points at it (rotation
+    // and merge publish, and wait for the readers in their read sections,
+    // first), and leaves the table only after no entry points at it. Loaded
+    // after the entry, the table could already lack a merge's retired input
+    // that the entry, read a moment before the merge moved it, still names.
+    const segment_table_type* tab = s.segtab.load(std::memory_order_seq_cst);
     const auto loc = s.keydir.find(h, [&](location l) {
-      // Loaded after the keydir entry: a segment the entry names is in this table.
-      const segment_table_type* tab = s.segtab.load(std::memory_order_seq_cst);
       const segment_type* seg = tab->find(l.segment);
       if (!seg || l.offset >= seg->capacity()) return false;
       const std::byte* p = seg->data() + l.offset;
@@ -654,9 +659,10 @@ class log_store {
       locs.clear();
       std::shared_ptr<const segment_table_type> pin;
       {
+        // The table first, then the entries (see lookup()).
         detail::epoch_domain::guard g(s->epoch);
-        s->keydir.for_each_in_shard(k, [&](location l) { locs.push_back(l); });
         pin = s->segtab.load(std::memory_order_seq_cst)->shared_from_this();
+        s->keydir.for_each_in_shard(k, [&](location l) { locs.push_back(l); });
       }
       for (const location& l : locs) {
         const segment_type* seg = pin->find(l.segment);
@@ -705,9 +711,16 @@ class log_store {
   /// Makes room for a record of `size` bytes in the active segment, sealing
   /// it and starting a new one if needed. Under write_mu.
   static bool ensure_room(state& s, std::uint64_t size, std::error_code& ec, detail::error_site* site) {
-    if (s.tail + size <= s.active->capacity()) return true;
-    const std::uint32_t sealed_id = s.active->id();
-    const bool had_records = s.tail > format::file_header_size;
+    if (s.active && s.tail + size <= s.active->capacity()) return true;
+    return rotate(s, size, ec, site);
+  }
+
+  /// Seals the active segment (if there is one: a rotation whose new segment
+  /// could not be created leaves none, and the next write retries) and starts
+  /// a new one with room for `size` bytes. Under write_mu.
+  static bool rotate(state& s, std::uint64_t size, std::error_code& ec, detail::error_site* site) {
+    const std::uint32_t sealed_id = s.active ? s.active->id() : 0;
+    const bool had_records = s.active && s.tail > format::file_header_size;
     if (!seal_active(s, /*closing=*/false, ec, site)) return false;
     if (had_records) {
       // The maintenance thread writes its hint file, off the write path.
@@ -763,7 +776,12 @@ class log_store {
     // whose header is lost can only be damage, never an unsynced segment.
     m.flush(0, format::file_header_size, e);
     if (!e) s.io.sync_dir(s.dir, e);
-    if (e) return fail(e);
+    if (e) {
+      // As after any failed flush: the kernel may have dropped dirty pages
+      // (here, of the directory); refuse writes until reopened.
+      s.failed.store(true, std::memory_order_relaxed);
+      return fail(e);
+    }
     return std::make_shared<segment_type>(id, path, std::move(f), std::move(m), format::file_header_size);
   }
 
@@ -1297,7 +1315,11 @@ class log_store {
     }
     // Past this point the merge has taken effect; a failed step is still
     // reported, and what it left behind is cleaned up by the next open.
+    // The store refuses writes and merges until reopened: a later merge of
+    // these outputs while the manifest still names them would leave recovery
+    // a manifest it takes for uncommitted, beside inputs still on disk.
     auto report_late = [&](std::error_code err, const std::filesystem::path& p) {
+      s.failed.store(true);
       detail::set_error(ec, site, err, p);
       return st;
     };
@@ -1320,7 +1342,11 @@ class log_store {
     for (auto& o : outs) {
       const auto bytes = std::move(o->hint).finish(o->size);
       write_file_atomically(s.io, s.dir, hint_file_name(o->id), std::span<const std::byte>(bytes), e);
-      if (e) return report_late(e, s.dir / hint_file_name(o->id));
+      if (e) {
+        // Harmless: without its hint the segment is scanned at the next open.
+        detail::set_error(ec, site, e, s.dir / hint_file_name(o->id));
+        return st;
+      }
     }
     return st;
   }
@@ -1345,7 +1371,20 @@ class log_store {
         detail::set_error(ec, site, make_error_code(errc::not_found), dir);
         return nullptr;
       }
+      // The directories made, deepest first: each one's name is durable only
+      // once its parent is synced, and with it every write under it.
+      std::vector<std::filesystem::path> made;
+      std::filesystem::path p = dir.lexically_normal();
+      if (!p.has_filename()) p = p.parent_path();
+      for (; !p.empty() && !s->io.exists(p); p = p.parent_path()) {
+        made.push_back(p);
+        if (p == p.root_path()) break;  // a file system (a test's) without even a root
+      }
       s->io.create_directories(dir, e);
+      for (const auto& d : made) {
+        if (e) break;
+        s->io.sync_dir(d.has_parent_path() ? d.parent_path() : std::filesystem::path("."), e);
+      }
       if (e) return detail::set_error(ec, site, e, dir), nullptr;
     }
     if (!opts.read_only) {
@@ -1417,19 +1456,46 @@ class log_store {
   }
 
   /// Finishes or discards merges interrupted by a crash, going by their
-  /// manifests; returns the segment ids to leave out (read-only: inputs of a
-  /// committed merge whose outputs are all in place, or outputs of one whose
-  /// are not).
-  static std::vector<std::uint32_t> settle_merges(state& s, const std::vector<std::string>& names) {
+  /// manifests; fills `skip` with the segment ids to leave out (read-only:
+  /// inputs of a committed merge whose outputs are all in place, or outputs
+  /// of one whose are not). Returns false, with the error in `ec` and `site`,
+  /// if a manifest cannot be read or a committed merge cannot be finished:
+  /// going on could bring back what the merge dropped (a key whose tombstone
+  /// was in a removed input), so the open fails and changes nothing more.
+  static bool settle_merges(state& s, const std::vector<std::string>& names, std::vector<std::uint32_t>& skip,
+                            std::error_code& ec, detail::error_site* site) {
     const bool rw = !s.opts.read_only;
-    std::vector<std::uint32_t> skip;
+    auto fail = [&](std::error_code e, const std::filesystem::path& p, std::uint64_t off = error::npos) {
+      detail::set_error(ec, site, e, p, off);
+      return false;
+    };
     for (const auto& n : names) {
       if (n.size() != 16 || !n.ends_with(".merge")) continue;
       const auto path = s.dir / n;
       std::vector<std::byte> bytes;
       merge_manifest m;
-      const bool valid = read_whole_file(s.io, path, bytes) && m.template decode<checksum_type>(bytes, s.codec_id);
-      bool complete = valid;
+      std::error_code e;
+      if (!read_file(s.io, path, bytes, e)) {
+        if (e) return fail(e, path);
+        continue;  // gone since the listing (a read-only open racing the writer)
+      }
+      if (!m.template decode<checksum_type>(bytes, s.codec_id)) {
+        // Manifests are written whole and synced before their rename: a
+        // manifest that does not decode is damage, and whether its merge
+        // committed is unknown.
+        if (s.opts.on_corruption == corruption_policy::fail) {
+          report(s, recovery_event::kind::corrupt_record, path, 0, bytes.size(), "merge manifest does not validate");
+          return fail(make_error_code(errc::corruption), path, 0);
+        }
+        report(s, recovery_event::kind::corrupt_record, path, 0, bytes.size(),
+               rw ? "merge manifest does not validate; discarded" : "merge manifest does not validate; ignored");
+        if (!rw) continue;
+        s.io.remove(path, e);
+        if (!e) s.io.sync_dir(s.dir, e);
+        if (e) return fail(e, path);
+        continue;
+      }
+      bool complete = true;
       for (const auto id : m.outputs) {
         const auto out = s.dir / segment_type::file_name(id);
         if (!s.io.exists(out) && !s.io.exists(out.string() + ".tmp")) complete = false;
@@ -1443,26 +1509,33 @@ class log_store {
           skip.insert(skip.end(), m.outputs.begin(), m.outputs.end());
         continue;
       }
-      std::error_code ignored;
       if (complete) {
         // Committed: put the outputs in place and remove the inputs.
         for (const auto id : m.outputs) {
           const auto out = s.dir / segment_type::file_name(id);
-          if (!s.io.exists(out)) s.io.rename(out.string() + ".tmp", out, ignored);
+          if (!s.io.exists(out)) s.io.rename(out.string() + ".tmp", out, e);
+          if (e) return fail(e, out.string() + ".tmp");
         }
+        s.io.sync_dir(s.dir, e);  // the outputs' names before any input goes
+        if (e) return fail(e, s.dir);
         for (const auto id : m.inputs) {
-          s.io.remove(s.dir / segment_type::file_name(id), ignored);
-          s.io.remove(s.dir / hint_file_name(id), ignored);
+          for (const auto& p : {s.dir / segment_type::file_name(id), s.dir / hint_file_name(id)}) {
+            s.io.remove(p, e);
+            if (e && e != std::errc::no_such_file_or_directory) return fail(e, p);
+            e.clear();
+          }
         }
-        s.io.sync_dir(s.dir, ignored);
+        s.io.sync_dir(s.dir, e);
+        if (e) return fail(e, s.dir);
         report(s, recovery_event::kind::finished_merge, path, 0, 0, "completed an interrupted merge");
       } else {
         report(s, recovery_event::kind::finished_merge, path, 0, 0, "discarded an uncommitted merge manifest");
       }
-      s.io.remove(path, ignored);
-      s.io.sync_dir(s.dir, ignored);
+      s.io.remove(path, e);
+      if (!e) s.io.sync_dir(s.dir, e);
+      if (e) return fail(e, path);
     }
-    return skip;
+    return true;
   }
 
   /// A segment made ready for the keydir, off the main thread: mapped, its
@@ -1592,8 +1665,7 @@ class log_store {
         // A torn tail: whatever follows the last valid record was never
         // acknowledged as durable (records are durable only in order).
         const auto next = find_next_record<checksum_type>(data, size, r.valid_end + 1);
-        std::uint64_t nonzero_end = size;
-        while (nonzero_end > r.valid_end && data[nonzero_end - 1] == std::byte{0}) --nonzero_end;
+        const std::uint64_t nonzero_end = cask::nonzero_end(data, r.valid_end, size);
         std::string why = std::string("torn tail: ") + status_text(r.stop);
         if (next) why += "; records that validate follow at offset " + std::to_string(*next) +
                          " (unsynced writes reordered by the page cache, or damage)";
@@ -1632,7 +1704,8 @@ class log_store {
     std::error_code le;
     auto names = s.io.list(s.dir, le);
     if (le) return detail::set_error(ec, site, le, s.dir), false;
-    const auto skip = settle_merges(s, names);
+    std::vector<std::uint32_t> skip;
+    if (!settle_merges(s, names, skip, ec, site)) return false;
     if (rw) names = s.io.list(s.dir, le);
     if (le) return detail::set_error(ec, site, le, s.dir), false;
     std::vector<std::uint32_t> ids;
@@ -1676,12 +1749,36 @@ class log_store {
     // a merge (merge outputs take ids above the active segment's). Only it
     // may have a torn tail or an unfinished header.
     std::uint32_t last_active = 0;
+    // And how many records to expect, from the hint trailers (else a guess
+    // from the file size), so the keydir is sized once, not grown step by step.
+    std::size_t expected_records = 0, reserved = 0;
+    bool any_tombstone = false;
     for (const auto id : ids) {
       std::byte hb[format::file_header_size];
       std::error_code he;
-      auto f = s.io.open(s.dir / segment_type::file_name(id), open_mode::read, he);
+      {
+        auto hf = s.io.open(s.dir / hint_file_name(id), open_mode::read, he);
+        std::byte tb[hint_format::trailer_size];
+        const std::uint64_t hsize = he ? 0 : hf.size(he);
+        if (!he && hsize >= format::file_header_size + hint_format::trailer_size &&
+            hf.read_at(tb, sizeof tb, hsize - sizeof tb, he) == sizeof tb && !he)
+          expected_records += static_cast<std::size_t>(std::min<std::uint64_t>(detail::load_u64(tb), hsize));
+        he.clear();
+      }
+      // A header that cannot be read fails the open: taking a merge output
+      // for the writer's segment would treat the real one as sealed.
+      const auto seg_path = s.dir / segment_type::file_name(id);
+      auto f = s.io.open(seg_path, open_mode::read, he);
+      const std::uint64_t want = he ? 0 : std::min<std::uint64_t>(f.size(he), sizeof hb);
+      std::size_t got = 0;
+      while (!he && got < want) {
+        const std::size_t n = f.read_at(hb + got, static_cast<std::size_t>(want) - got, got, he);
+        if (!he && n == 0) he = std::make_error_code(std::errc::io_error);
+        got += n;
+      }
+      if (he) return detail::set_error(ec, site, he, seg_path, 0), false;
       format::file_header h;
-      const bool merged = !he && f.read_at(hb, sizeof hb, 0, he) == sizeof hb && !he &&
+      const bool merged = got == sizeof hb &&
                           format::decode_file_header<checksum_type>(std::span(hb), format::file_kind::segment, h) ==
                               format::header_status::ok &&
                           (h.flags & format::merge_output) != 0;
@@ -1724,16 +1821,22 @@ class log_store {
       auto seg = p.seg;
       segs.push_back(seg);
       auto& counters = seg->counters();
-      s.keydir.reserve(s.keydir.size() + p.entries.size());
+      // This segment's figures, added to its (atomic) counters once at the end.
+      std::uint64_t live_n = 0, live_b = 0, dead_n = 0, dead_b = 0, min_seq = ~std::uint64_t{0}, seg_max_seq = 0;
+      if (s.keydir.size() + p.entries.size() > reserved) {
+        reserved = std::max(expected_records, s.keydir.size() + p.entries.size());
+        s.keydir.reserve(reserved);
+      }
       const std::size_t n = p.entries.size();
       constexpr std::size_t ahead = 8;  // prefetch distance: overlap the table's cache misses
       for (std::size_t k = 0; k < std::min(n, ahead); ++k) s.keydir.prefetch(p.entries[k].hash);
       for (std::size_t k = 0; k < n; ++k) {
         if (k + ahead < n) s.keydir.prefetch(p.entries[k + ahead].hash);
         const auto& en = p.entries[k];
-        max_seq = std::max(max_seq, en.seq);
-        counters.note_seq(en.seq);
+        seg_max_seq = std::max(seg_max_seq, en.seq);
+        min_seq = std::min(min_seq, en.seq);
         const bool tomb = (en.flags & format::tombstone) != 0;
+        any_tombstone = any_tombstone || tomb;
         segment_type* old_seg = nullptr;
         std::uint32_t old_size = 0;
         std::uint64_t old_seq = 0;
@@ -1776,12 +1879,27 @@ class log_store {
           ++s.skipped_records;
         }
         const bool newer = !old || en.seq > old_seq;
-        if (old && newer && !old_tomb) old_seg->counters().live_to_dead(old_size);
+        if (old && newer && !old_tomb) {
+          if (old_seg == seg.get()) {
+            --live_n, live_b -= old_size, ++dead_n, dead_b += old_size;
+          } else {
+            old_seg->counters().live_to_dead(old_size);
+          }
+        }
         if (newer && !tomb)
-          counters.add_live(en.size);
+          ++live_n, live_b += en.size;
         else
-          counters.add_dead(en.size);
+          ++dead_n, dead_b += en.size;
       }
+      counters.live_records.fetch_add(live_n);
+      counters.live_bytes.fetch_add(live_b);
+      counters.dead_records.fetch_add(dead_n);
+      counters.dead_bytes.fetch_add(dead_b);
+      if (!p.entries.empty()) {
+        counters.note_seq(min_seq);
+        counters.note_seq(seg_max_seq);
+      }
+      max_seq = std::max(max_seq, seg_max_seq);
       seg->set_end(p.end);
       if (p.newest && rw && p.end == format::file_header_size) {
         // No records: remove rather than keep an empty sealed segment.
@@ -1806,7 +1924,7 @@ class log_store {
       }
     }
     // Tombstones were kept only to order records across segments.
-    s.keydir.purge_if([](location l) { return l.tombstone; });
+    if (any_tombstone) s.keydir.purge_if([](location l) { return l.tombstone; });
     s.next_seq = max_seq + 1;
     s.written_seq.store(max_seq, std::memory_order_relaxed);
     s.durable_seq = max_seq;

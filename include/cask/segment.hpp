@@ -20,6 +20,7 @@
 #include <charconv>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -202,6 +203,34 @@ class segment_table : public std::enable_shared_from_this<segment_table<Seg>> {
   std::uint32_t base_ = 0;
 };
 
+/// Whether [p, p + n) is all zero bytes; compares eight bytes at a time
+/// (a crashed active segment has up to its whole preallocation to check).
+inline bool all_zero(const std::byte* p, std::uint64_t n) noexcept {
+  std::uint64_t i = 0;
+  for (; i < n && (reinterpret_cast<std::uintptr_t>(p + i) & 7) != 0; ++i)
+    if (p[i] != std::byte{0}) return false;
+  for (; i + 64 <= n; i += 64) {
+    std::uint64_t acc = 0;
+    for (int w = 0; w < 8; ++w) {
+      std::uint64_t v;
+      std::memcpy(&v, p + i + 8 * w, 8);
+      acc |= v;
+    }
+    if (acc) return false;
+  }
+  for (; i < n; ++i)
+    if (p[i] != std::byte{0}) return false;
+  return true;
+}
+
+/// One past the last non-zero byte in [p + from, p + to), or `from` if all are zero.
+inline std::uint64_t nonzero_end(const std::byte* p, std::uint64_t from, std::uint64_t to) noexcept {
+  std::uint64_t end = to;
+  while (end - from >= 4096 && all_zero(p + end - 4096, 4096)) end -= 4096;
+  while (end > from && p[end - 1] == std::byte{0}) --end;
+  return end;
+}
+
 /// What scan_records() found.
 struct scan_result {
   std::uint64_t valid_end = 0;  ///< offset just past the last record that validated in sequence
@@ -227,11 +256,7 @@ scan_result scan_records(const std::byte* data, std::uint64_t size, std::uint64_
     off += rv.size;
   }
   r.valid_end = off;
-  for (std::uint64_t i = off; i < size; ++i)
-    if (data[i] != std::byte{0}) {
-      r.clean_end = false;
-      break;
-    }
+  r.clean_end = all_zero(data + off, size - off);
   return r;
 }
 
