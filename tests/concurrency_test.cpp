@@ -45,6 +45,7 @@ BOOST_AUTO_TEST_CASE(reads_are_linearizable_under_one_writer_and_rotation) {
   temp_dir d("lin");
   cask::options o;
   o.max_segment_bytes = 4096;  // rotate every ~40 writes
+  o.merge.background = false;  // rotation only: every sealed segment stays (counted below)
   auto db = string_store::open(d.path(), o);
   versions ver;
   for (int k = 0; k < keys; ++k) {
@@ -53,6 +54,8 @@ BOOST_AUTO_TEST_CASE(reads_are_linearizable_under_one_writer_and_rotation) {
   }
   std::atomic<bool> stop{false};
   std::atomic<long> reads{0}, violations{0};
+  std::mutex notes_mu;
+  std::vector<std::string> notes;  // Boost.Test is not thread-safe: report from the main thread
   auto reader = [&](int id) {
     std::mt19937 g(static_cast<unsigned>(id));
     while (!stop.load(std::memory_order_relaxed)) {
@@ -67,8 +70,11 @@ BOOST_AUTO_TEST_CASE(reads_are_linearizable_under_one_writer_and_rotation) {
       const std::uint64_t hi = ver.started[k].load();
       const long long got = v ? check_value(k, *v) : -1;
       if (got < 0 || static_cast<std::uint64_t>(got) < lo || static_cast<std::uint64_t>(got) > hi) {
-        violations.fetch_add(1);
-        BOOST_TEST_MESSAGE("key " << k << " read version " << got << " outside [" << lo << ", " << hi << "]");
+        if (violations.fetch_add(1) < 10) {
+          std::lock_guard lk(notes_mu);
+          notes.push_back("key " + std::to_string(k) + " read version " + std::to_string(got) + " outside [" +
+                          std::to_string(lo) + ", " + std::to_string(hi) + "]");
+        }
       }
       reads.fetch_add(1, std::memory_order_relaxed);
     }
@@ -85,9 +91,10 @@ BOOST_AUTO_TEST_CASE(reads_are_linearizable_under_one_writer_and_rotation) {
   }
   stop = true;
   for (auto& t : readers) t.join();
+  for (const auto& n : notes) BOOST_TEST_MESSAGE(n);
   BOOST_TEST(violations.load() == 0);
   BOOST_TEST(reads.load() > 0);
-  BOOST_TEST(db.stats().segments > 10u);
+  BOOST_TEST(db.stats().segments > 10u);  // the readers raced many rotations
 }
 
 BOOST_AUTO_TEST_CASE(concurrent_writers_readers_and_iteration_stay_consistent) {

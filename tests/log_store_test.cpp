@@ -266,14 +266,25 @@ BOOST_AUTO_TEST_CASE(stats_account_live_and_dead_bytes) {
   BOOST_TEST(st2.dead_bytes == 122u + 122u + 22u);
 }
 
-BOOST_AUTO_TEST_CASE(an_empty_session_leaves_no_segment_behind) {
+// An empty session leaves its segment cut to its header, and the next session
+// writes into that same segment: empty sessions never pile up segments, and
+// the writer's newest segment is never removed (recovery_test.cpp,
+// damage_in_a_sealed_segment_stays_damage_after_empty_sessions).
+BOOST_AUTO_TEST_CASE(empty_sessions_reuse_one_empty_segment) {
   temp_dir d("empty");
   { auto db = string_store::open(d.path()); }
   { auto db = string_store::open(d.path()); }
-  BOOST_TEST(segment_files(d.path()).empty());
+  auto segs = segment_files(d.path());
+  BOOST_REQUIRE_EQUAL(segs.size(), 1u);
+  BOOST_TEST(std::filesystem::file_size(segs[0]) == cask::format::file_header_size);
   { string_store::open(d.path()).put("a", "1"); }
+  BOOST_TEST(segment_files(d.path()) == segs);  // "a" went into the empty segment
   { auto db = string_store::open(d.path()); }
-  BOOST_TEST(segment_files(d.path()).size() == 1u);
+  { auto db = string_store::open(d.path()); }
+  segs = segment_files(d.path());
+  BOOST_REQUIRE_EQUAL(segs.size(), 2u);
+  BOOST_TEST(std::filesystem::file_size(segs[1]) == cask::format::file_header_size);
+  BOOST_TEST(*string_store::open(d.path()).get("a") == "1");
 }
 
 struct always_traits : cask::default_traits {

@@ -469,6 +469,11 @@ class log_store {
     std::uint32_t next_id = 1;
     std::atomic<std::uint64_t> written_seq{0};
     std::atomic<bool> failed{false};
+    // The writer's last segment, found without records at open: it becomes
+    // the new active segment in place, so that the newest writer segment is
+    // never removed (a sealed one would then be taken for the writer's, and
+    // damage in it for a torn tail). 0: none.
+    std::uint32_t reuse_id = 0;
 
     // Durability, under sync_mu (lock order: write_mu before sync_mu).
     std::mutex sync_mu;
@@ -695,17 +700,27 @@ class log_store {
     return s_.get();
   }
 
-  /// Writer-side key comparison at `l`; reports the old record's segment and size.
+  /// Writer-side key comparison at `l`, an entry with the hash of `kb`;
+  /// reports the old record's segment and size. A damaged record there (only
+  /// a trusted hint file, or damage after open, points the keydir at one) is
+  /// taken for this key's: its 64-bit hash is this key's, and a put or erase
+  /// must replace it, or a later read would report the damage again (or,
+  /// after an erase, find the key still "present").
   static bool key_at(const state& s, location l, std::span<const std::byte> kb, segment_type*& seg,
                      std::uint32_t& size) {
     seg = s.segtab_owner->find(l.segment);
+    size = 0;
     if (!seg) return false;
+    if (l.offset >= seg->capacity()) return true;
+    const std::byte* p = seg->data() + l.offset;
     format::record_view rv;
-    if (format::parse_record_header(seg->data() + l.offset, seg->capacity() - l.offset, rv) !=
-        format::record_status::ok)
-      return false;
+    if (format::parse_record_header(p, seg->capacity() - l.offset, rv) != format::record_status::ok) return true;
     size = rv.size;
-    return same_bytes(rv.key, kb);
+    if (same_bytes(rv.key, kb)) return true;
+    // Other key bytes: a collision, or damaged key bytes; the checksum tells.
+    if (!format::record_checksum_ok<checksum_type>(p, rv)) return true;
+    size = 0;
+    return false;
   }
 
   /// Makes room for a record of `size` bytes in the active segment, sealing
@@ -749,17 +764,21 @@ class log_store {
 
   /// Creates segment `id` with `capacity` bytes, preallocated, mapped
   /// read-write, with its header written, and makes its name durable.
+  /// With `replace`, segment `id` exists, without records (the writer's
+  /// last, empty or with its header never completed), and is rewritten; if
+  /// that fails, what is left is again such a segment.
   static std::shared_ptr<segment_type> create_segment(state& s, std::uint32_t id, std::uint64_t capacity,
-                                                      std::error_code& ec, detail::error_site* site) {
+                                                      std::error_code& ec, detail::error_site* site,
+                                                      bool replace = false) {
     const auto path = s.dir / segment_type::file_name(id);
     std::error_code e;
-    auto f = s.io.open(path, open_mode::create_new, e);
+    auto f = s.io.open(path, replace ? open_mode::create_always : open_mode::create_new, e);
     if (e) return detail::set_error(ec, site, e, path), nullptr;
     auto fail = [&](std::error_code err) {
       detail::set_error(ec, site, err, path);
       std::error_code ignored;
       f.close(ignored);
-      s.io.remove(path, ignored);
+      if (!replace) s.io.remove(path, ignored);
       return nullptr;
     };
     f.allocate(capacity, e);
@@ -794,9 +813,17 @@ class log_store {
     const std::uint64_t end = s.tail;
     std::error_code e;
     if (end == format::file_header_size) {
-      // Nothing was written: leave no empty segment behind.
-      s.io.remove(seg->path(), e);
-      if (!e) s.io.sync_dir(s.dir, e);
+      // Nothing was written. At close, keep the segment, cut to its header:
+      // the newest writer segment must never go (see state::reuse_id), and
+      // the next open rewrites it as its active segment. At a rotation
+      // (a record too large for an empty segment), remove it.
+      if (closing) {
+        seg->file().truncate(end, e);
+        if (!e) seg->file().sync(e);
+      } else {
+        s.io.remove(seg->path(), e);
+        if (!e) s.io.sync_dir(s.dir, e);
+      }
       if (e) detail::set_error(ec, site, e, seg->path());
       s.active.reset();
       s.active_raw.store(nullptr, std::memory_order_release);
@@ -1403,9 +1430,10 @@ class log_store {
       s = reset_for_retry(std::move(s));
     }
     if (!opts.read_only) {
-      auto seg = create_segment(*s, s->next_id, opts.max_segment_bytes, ec, site);
+      const bool reuse = s->reuse_id != 0;
+      auto seg = create_segment(*s, reuse ? s->reuse_id : s->next_id, opts.max_segment_bytes, ec, site, reuse);
       if (!seg) return nullptr;
-      ++s->next_id;
+      if (!reuse) ++s->next_id;
       install_active(*s, std::move(seg));
     }
     if (!opts.read_only) {
@@ -1804,14 +1832,8 @@ class log_store {
       }
       std::error_code e;
       if (p.partial) {
-        if (rw) {
-          s.io.remove(p.path, e);
-          if (!e) s.io.sync_dir(s.dir, e);
-          if (e) {
-            if (next.valid()) next.wait();
-            return detail::set_error(ec, site, e, p.path), false;
-          }
-        }
+        // Rewritten as the new active segment (see reuse_id), never removed.
+        if (rw) s.reuse_id = p.id;
         continue;
       }
       s.torn_bytes += p.torn_bytes;
@@ -1902,13 +1924,12 @@ class log_store {
       max_seq = std::max(max_seq, seg_max_seq);
       seg->set_end(p.end);
       if (p.newest && rw && p.end == format::file_header_size) {
-        // No records: remove rather than keep an empty sealed segment.
+        // No records: rather than keep an empty sealed segment, rewrite it as
+        // the new active segment (see reuse_id).
         segs.pop_back();
         seg.reset();
         p.seg.reset();
-        s.io.remove(p.path, e);
-        if (!e) s.io.sync_dir(s.dir, e);
-        if (e) return detail::set_error(ec, site, e, p.path), false;
+        s.reuse_id = p.id;
         continue;
       }
       if (p.newest && rw && p.end != p.size) {

@@ -27,7 +27,7 @@ struct recovery_event {
   enum class kind {
     torn_tail,        ///< the newest segment's tail did not validate and was cut off
     corrupt_record,   ///< a record in a sealed segment failed validation (skipped under corruption_policy::skip)
-    removed_partial,  ///< a segment whose header was never completed was removed
+    removed_partial,  ///< a newest segment whose header was never completed was discarded (rewritten as the active segment)
     removed_temp,     ///< a leftover temporary file was removed
     finished_merge,   ///< a merge interrupted by a crash was completed (or its uncommitted manifest discarded)
     bad_hint,         ///< a hint file did not validate and was ignored; its segment was scanned instead

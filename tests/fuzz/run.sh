@@ -10,9 +10,8 @@
 # tests/fuzz/corpus/<target>/ are only read), logs, and any crashing input in
 # crashes/<target>/. Exits non-zero if a target crashed, leaked, hit undefined
 # behaviour or timed out; each crash is printed with the command that replays
-# it. CASK_FUZZ_STRICT=1 stops the recovery target from sidestepping the
-# defects it knows of (see fuzz_recovery.cpp); CASK_FUZZ_TRACE=1, given to a
-# replay, prints the image, the opens and the operations of the input.
+# it. CASK_FUZZ_TRACE=1, given to a replay, prints the image, the opens and
+# the operations of the input.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
