@@ -472,8 +472,8 @@ class log_store {
     // The writer's last segment, found without records at open: it becomes
     // the new active segment in place, so that the newest writer segment is
     // never removed (a sealed one would then be taken for the writer's, and
-    // damage in it for a torn tail). 0: none.
-    std::uint32_t reuse_id = 0;
+    // damage in it for a torn tail).
+    std::optional<std::uint32_t> reuse_id;
 
     // Durability, under sync_mu (lock order: write_mu before sync_mu).
     std::mutex sync_mu;
@@ -1430,8 +1430,8 @@ class log_store {
       s = reset_for_retry(std::move(s));
     }
     if (!opts.read_only) {
-      const bool reuse = s->reuse_id != 0;
-      auto seg = create_segment(*s, reuse ? s->reuse_id : s->next_id, opts.max_segment_bytes, ec, site, reuse);
+      const bool reuse = s->reuse_id.has_value();
+      auto seg = create_segment(*s, reuse ? *s->reuse_id : s->next_id, opts.max_segment_bytes, ec, site, reuse);
       if (!seg) return nullptr;
       if (!reuse) ++s->next_id;
       install_active(*s, std::move(seg));
