@@ -422,6 +422,8 @@ class reporter {
     resource_line(s, "merge: disk after merge and close", "merge", "closed_disk_bytes", mib);
     resource_line(s, "merge: reads/s with nothing else running", "merge", "idle_read_ops_per_sec", human);
     resource_line(s, "merge: reads/s while the merge runs", "merge", "during_read_ops_per_sec", human);
+    resource_line(s, "merge: puts/s with nothing else running", "merge", "idle_put_ops_per_sec", human);
+    resource_line(s, "merge: puts/s while the merge runs", "merge", "during_put_ops_per_sec", human);
     resource_line(s, "readwhilewriting: writer puts/s (1 reader)", "readwhilewriting1", "writer_ops_per_sec", human);
 
     s << "\n## Checksum throughput (GB/s)\n\n| buffer | cask::crc32c | Boost.CRC (crc32c_portable) | ratio |\n"
@@ -448,7 +450,7 @@ class reporter {
       << "; fillsync runs " << fmt("%.1f", o_.p.sync_seconds) << " s per engine (" << o_.p.sync_threads
       << " threads for the multi-threaded one); merge: "
       << (o_.p.merge_keys ? o_.p.merge_keys : std::max<std::size_t>(o_.p.num / 2, 1))
-      << " keys x 5 writes, one reader beside the merge; large values: " << o_.p.large_bytes / 1048576
+      << " keys x 5 writes, one reader beside the merge, then 4 more writes per key and one writer beside a second merge; large values: " << o_.p.large_bytes / 1048576
       << " MiB per run; read and mixed workloads stop after " << fmt("%.0f", o_.p.max_seconds)
       << " s (a slower engine runs a prefix of the same operations); latency is the TSC read once per operation.\n";
     for (const auto& [name, why] : missing_engines()) s << "- **" << name << "**: skipped, " << why << '\n';

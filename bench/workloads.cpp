@@ -740,7 +740,13 @@ void group_merge(const params& p, const std::string& name, const std::filesystem
     e->close();
     return;
   }
-  const auto ids = d.uniform(m, 21);
+  // Reads go to even keys (the puts of the second merge below go to odd ones).
+  auto ids = d.uniform(m, 21);
+  for (auto& i : ids) i &= ~1u;
+  std::vector<std::uint32_t> odd;
+  for (const auto i : d.permutation(22))
+    if (i & 1u) odd.push_back(i);
+  if (odd.empty()) odd.push_back(0);
   // Reads with nothing else running, for the same time a merge takes at most.
   {
     key_buf kb;
@@ -790,6 +796,53 @@ void group_merge(const params& p, const std::string& name, const std::filesystem
   verify_sample(*e, d, 100000, "after merge");
   e->close();
   emit_disk("merge", "closed_", dir);
+
+  // Puts beside a merge: four more versions of every key, then a second
+  // merge with one writer beside it (apart from the first, whose disk
+  // figures its puts would change).
+  e->open(cfg);
+  for (std::uint32_t v = 5; v < 9; ++v) fill(*e, d, d.permutation(30 + v), v);
+  {
+    // Puts with nothing else running, for a second.
+    key_buf kb;
+    const auto t0 = clock_type::now();
+    std::size_t j = 0;
+    for (; j < odd.size() && ((j & 1023) || seconds_since(t0) < 1.0); ++j) put_version(*e, d, odd[j], 9, kb.b);
+    emit("merge", "idle_put_ops_per_sec", double(j) / seconds_since(t0));
+  }
+  std::atomic<bool> wdone{false};
+  std::atomic<std::size_t> puts{0};
+  double put_secs = 0;
+  std::exception_ptr werr;
+  std::latch wstarted(1);
+  std::thread writer([&] {
+    try {
+      key_buf kb;
+      const auto w0 = clock_type::now();
+      wstarted.count_down();
+      std::size_t j = 0;
+      for (; !wdone.load(std::memory_order_relaxed); ++j) put_version(*e, d, odd[j % odd.size()], 10, kb.b);
+      put_secs = seconds_since(w0);
+      puts = j;
+    } catch (...) {
+      werr = std::current_exception();
+      wstarted.count_down();
+    }
+  });
+  wstarted.wait();
+  try {
+    e->merge();
+  } catch (...) {
+    wdone = true;
+    writer.join();
+    throw;
+  }
+  wdone = true;
+  writer.join();
+  if (werr) std::rethrow_exception(werr);
+  emit("merge", "during_put_ops_per_sec", put_secs > 0 ? double(puts.load()) / put_secs : 0);
+  verify_sample(*e, d, 100000, "after the merge beside a writer");
+  e->close();
 }
 
 void group_large(const params& p, const std::string& name, const std::filesystem::path& dir, std::size_t vsize) {
