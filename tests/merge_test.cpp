@@ -81,6 +81,58 @@ BOOST_AUTO_TEST_CASE(merging_reclaims_the_space_of_overwritten_and_erased_record
   BOOST_TEST(db.stats().recovered_by_scan == 0u);  // outputs have hint files
 }
 
+// Under corruption_policy::skip a merge skips damage (here a value byte of a
+// record a trusted hint file hid), reports it with file and offset, and drops
+// the key whose entry named it, as recovery under skip would; under fail it
+// refuses and changes nothing. No other key changes either way.
+BOOST_AUTO_TEST_CASE(a_merge_under_skip_compacts_past_damage_and_reports_it) {
+  temp_dir d("skipmerge");
+  model m;
+  {
+    auto db = string_store::open(d.path(), small());
+    for (int i = 0; i < 60; ++i) {
+      db.put(key_of(i), value_of(i, 50));
+      m[key_of(i)] = value_of(i, 50);
+    }
+  }
+  const auto seg = segment_files(d.path()).front();  // its first record is key_of(0)'s
+  auto b = read_file(seg);
+  const std::size_t at = cask::format::file_header_size + cask::format::record_header_size + key_of(0).size() + 10;
+  b[at] = static_cast<char>(b[at] ^ 0x20);
+  write_file(seg, b);
+  m.erase(key_of(0));
+  {
+    auto db = string_store::open(d.path(), small());  // the hint is trusted: it opens
+    std::error_code ec;
+    const auto r = db.merge(cask::merge_scope::all, ec);
+    BOOST_TEST((ec == cask::errc::checksum_mismatch));
+    BOOST_TEST(r.segments_in == 0u);
+    for (const auto& [k, v] : m) BOOST_REQUIRE(db.get(k) == std::optional<std::string>(v));
+    BOOST_CHECK_THROW(db.get(key_of(0)), cask::error);
+  }
+  std::vector<cask::recovery_event> events;
+  {
+    auto o = small();
+    o.on_corruption = cask::corruption_policy::skip;
+    o.reporter = [&](const cask::recovery_event& e) { events.push_back(e); };
+    auto db = string_store::open(d.path(), o);
+    const auto r = db.merge(cask::merge_scope::all);
+    BOOST_TEST(r.segments_in > 1u);
+    BOOST_TEST(r.damaged_bytes_skipped >= cask::format::record_size(key_of(0).size(), 50));
+    BOOST_TEST(r.damaged_entries_dropped == 1u);
+    BOOST_TEST(!db.contains(key_of(0)));
+    BOOST_TEST((contents(db) == m));
+    BOOST_TEST(db.size() == m.size());
+  }
+  bool reported = false;
+  for (const auto& e : events)
+    reported = reported || (e.what == cask::recovery_event::kind::corrupt_record && e.file == seg &&
+                            e.offset == cask::format::file_header_size);
+  BOOST_TEST(reported);
+  auto db = string_store::open(d.path(), small());  // under fail again: the damage is gone
+  BOOST_TEST((contents(db) == m));
+}
+
 BOOST_AUTO_TEST_CASE(merge_with_policy_does_nothing_below_its_triggers) {
   temp_dir d("quiet");
   auto db = string_store::open(d.path(), small());

@@ -79,6 +79,12 @@ struct merge_stats {
   std::uint64_t records_copied = 0;             ///< live records and kept tombstones rewritten
   std::uint64_t records_dropped = 0;            ///< dead records not rewritten
   std::uint64_t tombstones_dropped = 0;         ///< tombstones no longer needed
+  /// Under corruption_policy::skip: bytes of damaged records skipped (each
+  /// reported to options::reporter as a corrupt_record), and keys whose
+  /// entry named one, dropped (they read as absent, as after recovery under
+  /// skip). Under corruption_policy::fail, damage abandons the merge instead.
+  std::uint64_t damaged_bytes_skipped = 0;
+  std::uint64_t damaged_entries_dropped = 0;  ///< see damaged_bytes_skipped
 };
 
 /// One segment's figures in store_stats.
@@ -1203,19 +1209,44 @@ class log_store {
 
     // 1. Copy the live records (and the tombstones still needed) into new segments.
     merge_output* out = nullptr;
+    bool skipped_damage = false;
     for (const auto& in : inputs) {
       const std::uint64_t end = in->end();
       st.bytes_in += end;
+      std::uint64_t last_seq = 0;
       for (std::uint64_t off = format::file_header_size; off < end;) {
         if (s.stopping.load()) return abandon();
         format::record_view rv;
-        if (format::parse_record<checksum_type>(in->data() + off, static_cast<std::size_t>(end - off), rv) !=
-            format::record_status::ok) {
-          e = make_error_code(errc::checksum_mismatch);
-          err_path = in->path();
-          err_off = off;
-          return abandon();
+        const auto rs =
+            format::parse_record<checksum_type>(in->data() + off, static_cast<std::size_t>(end - off), rv);
+        if (rs != format::record_status::ok) {
+          if (s.opts.on_corruption == corruption_policy::fail) {
+            e = make_error_code(rs == format::record_status::bad_checksum ? errc::checksum_mismatch
+                                                                         : errc::corruption);
+            err_path = in->path();
+            err_off = off;
+            return abandon();
+          }
+          // Under skip, as recovery does: resume where valid records chain to
+          // the end (see find_resync_point). Nothing is lost that a reader
+          // could read: a keydir entry in the damaged range names a record
+          // that fails its checksum (dropped below, after the moves).
+          format::file_header h;
+          const bool writer_segment =
+              format::decode_file_header<checksum_type>(std::span(in->data(), format::file_header_size),
+                                                        format::file_kind::segment, h) ==
+                  format::header_status::ok &&
+              (h.flags & format::merge_output) == 0;
+          const auto next = find_resync_point<checksum_type>(in->data(), end, off + 1, last_seq, writer_segment);
+          const std::uint64_t resume = next ? *next : end;
+          report(s, recovery_event::kind::corrupt_record, in->path(), off, resume - off,
+                 std::string(status_text(rs)) + "; skipped by a merge (corruption_policy::skip)");
+          st.damaged_bytes_skipped += resume - off;
+          skipped_damage = true;
+          off = resume;
+          continue;
         }
+        last_seq = std::max(last_seq, rv.seq);
         const std::uint64_t h = Hasher{}(rv.key);
         const location here{in->id(), static_cast<std::uint32_t>(off), false};
         bool keep;
@@ -1338,6 +1369,16 @@ class log_store {
     // 4. Retire the inputs: out of the table, then (after readers are done) off the disk.
     {
       std::lock_guard wl(s.write_mu);
+      if (skipped_damage) {
+        // Entries still naming an input name damaged records this merge
+        // skipped (every other one was moved, or replaced by a put or erase):
+        // drop them, as recovery under skip would have.
+        auto sorted = ids;
+        std::sort(sorted.begin(), sorted.end());
+        st.damaged_entries_dropped = s.keydir.purge_if([&](location l) {
+          return std::binary_search(sorted.begin(), sorted.end(), l.segment);
+        });
+      }
       publish_table(s, s.segtab_owner->without(ids));
     }
     // Past this point the merge has taken effect; a failed step is still
