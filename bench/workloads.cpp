@@ -714,6 +714,46 @@ void group_crash(const params& p, const std::string& name, const std::filesystem
   e->close();
 }
 
+/// Runs e.merge() while another thread calls op(j, key buffer) for j = 0, 1,
+/// ... until the merge returns. Returns the merge's seconds and op's calls per
+/// second; rethrows what either threw.
+template <class Op>
+std::pair<double, double> beside_merge(engine& e, Op op) {
+  std::atomic<bool> done{false};
+  std::size_t calls = 0;
+  double op_secs = 0;
+  std::exception_ptr err;
+  std::latch started(1);
+  std::thread t([&] {
+    try {
+      key_buf kb;
+      const auto t0 = clock_type::now();
+      started.count_down();
+      std::size_t j = 0;
+      for (; !done.load(std::memory_order_relaxed); ++j) op(j, kb.b);
+      op_secs = seconds_since(t0);
+      calls = j;
+    } catch (...) {
+      err = std::current_exception();
+      started.count_down();
+    }
+  });
+  started.wait();
+  const auto t0 = clock_type::now();
+  try {
+    e.merge();
+  } catch (...) {
+    done = true;
+    t.join();
+    throw;
+  }
+  const double secs = seconds_since(t0);
+  done = true;
+  t.join();
+  if (err) std::rethrow_exception(err);
+  return {secs, op_secs > 0 ? double(calls) / op_secs : 0};
+}
+
 void group_merge(const params& p, const std::string& name, const std::filesystem::path& dir) {
   const std::size_t m = p.merge_keys ? p.merge_keys : std::max<std::size_t>(p.num / 2, 1);
   dataset d(p, m, p.value_size);
@@ -756,40 +796,9 @@ void group_merge(const params& p, const std::string& name, const std::filesystem
     emit("merge", "idle_read_ops_per_sec", double(j) / seconds_since(t0));
   }
   // The merge, with one reader beside it.
-  std::atomic<bool> done{false};
-  std::atomic<std::size_t> reads{0};
-  double read_secs = 0;
-  std::exception_ptr rerr;
-  std::latch started(1);
-  std::thread reader([&] {
-    try {
-      key_buf kb;
-      const auto t0 = clock_type::now();
-      started.count_down();
-      std::size_t j = 0;
-      for (; !done.load(std::memory_order_relaxed); ++j) checked_read(*e, d, ids[j % m], kb.b);
-      read_secs = seconds_since(t0);
-      reads = j;
-    } catch (...) {
-      rerr = std::current_exception();
-      started.count_down();
-    }
-  });
-  started.wait();
-  const auto t0 = clock_type::now();
-  try {
-    e->merge();
-  } catch (...) {
-    done = true;
-    reader.join();
-    throw;
-  }
-  const double secs = seconds_since(t0);
-  done = true;
-  reader.join();
-  if (rerr) std::rethrow_exception(rerr);
+  const auto [secs, reads] = beside_merge(*e, [&](std::size_t j, char* kb) { checked_read(*e, d, ids[j % m], kb); });
   emit("merge", "secs", secs);
-  emit("merge", "during_read_ops_per_sec", read_secs > 0 ? double(reads.load()) / read_secs : 0);
+  emit("merge", "during_read_ops_per_sec", reads);
   progress("merge: " + std::to_string(secs) + " s");
   emit_disk("merge", "after_", dir);
   if (auto lb = e->live_bytes()) emit("merge", "engine_live_bytes_after", double(*lb));
@@ -810,37 +819,9 @@ void group_merge(const params& p, const std::string& name, const std::filesystem
     for (; j < odd.size() && ((j & 1023) || seconds_since(t0) < 1.0); ++j) put_version(*e, d, odd[j], 9, kb.b);
     emit("merge", "idle_put_ops_per_sec", double(j) / seconds_since(t0));
   }
-  std::atomic<bool> wdone{false};
-  std::atomic<std::size_t> puts{0};
-  double put_secs = 0;
-  std::exception_ptr werr;
-  std::latch wstarted(1);
-  std::thread writer([&] {
-    try {
-      key_buf kb;
-      const auto w0 = clock_type::now();
-      wstarted.count_down();
-      std::size_t j = 0;
-      for (; !wdone.load(std::memory_order_relaxed); ++j) put_version(*e, d, odd[j % odd.size()], 10, kb.b);
-      put_secs = seconds_since(w0);
-      puts = j;
-    } catch (...) {
-      werr = std::current_exception();
-      wstarted.count_down();
-    }
-  });
-  wstarted.wait();
-  try {
-    e->merge();
-  } catch (...) {
-    wdone = true;
-    writer.join();
-    throw;
-  }
-  wdone = true;
-  writer.join();
-  if (werr) std::rethrow_exception(werr);
-  emit("merge", "during_put_ops_per_sec", put_secs > 0 ? double(puts.load()) / put_secs : 0);
+  const double puts =
+      beside_merge(*e, [&](std::size_t j, char* kb) { put_version(*e, d, odd[j % odd.size()], 10, kb); }).second;
+  emit("merge", "during_put_ops_per_sec", puts);
   verify_sample(*e, d, 100000, "after the merge beside a writer");
   e->close();
 }
