@@ -80,9 +80,10 @@ struct merge_stats {
   std::uint64_t records_dropped = 0;            ///< dead records not rewritten
   std::uint64_t tombstones_dropped = 0;         ///< tombstones no longer needed
   /// Under corruption_policy::skip: bytes of damaged records skipped (each
-  /// reported to options::reporter as a corrupt_record), and keys whose
-  /// entry named one, dropped (they read as absent, as after recovery under
-  /// skip). Under corruption_policy::fail, damage abandons the merge instead.
+  /// reported to options::reporter as a corrupt_record) in segments where
+  /// recovery skipped damage too, and keys whose entry named one, dropped.
+  /// Other damage (under fail, or in a segment loaded from its hint file)
+  /// abandons the merge instead.
   std::uint64_t damaged_bytes_skipped = 0;
   std::uint64_t damaged_entries_dropped = 0;  ///< see damaged_bytes_skipped
 };
@@ -497,6 +498,9 @@ class log_store {
     // Recovery figures.
     std::uint64_t torn_bytes = 0;
     std::uint64_t skipped_records = 0;
+    // Segments in which recovery, scanning, skipped damage (corruption_policy::
+    // skip): a merge may skip the same damage. Set at open, read-only after.
+    std::vector<std::uint32_t> scanned_with_damage;
     std::uint64_t segments_from_hints = 0, segments_scanned = 0;
 
     // Merging and hint writing: the maintenance thread, and merge() callers.
@@ -1220,17 +1224,23 @@ class log_store {
         const auto rs =
             format::parse_record<checksum_type>(in->data() + off, static_cast<std::size_t>(end - off), rv);
         if (rs != format::record_status::ok) {
-          if (s.opts.on_corruption == corruption_policy::fail) {
+          // Damage is skipped only where recovery scanned the segment and
+          // skipped damage too: the keydir then names nothing in what is
+          // skipped, and what the merge drops, the store already did not show.
+          // Elsewhere (a segment loaded from a hint file, whose entries were
+          // never checked against the records) a skip could drop intact
+          // records and tombstones the store relies on: the merge refuses.
+          if (s.opts.on_corruption == corruption_policy::fail ||
+              std::find(s.scanned_with_damage.begin(), s.scanned_with_damage.end(), in->id()) ==
+                  s.scanned_with_damage.end()) {
             e = make_error_code(rs == format::record_status::bad_checksum ? errc::checksum_mismatch
                                                                          : errc::corruption);
             err_path = in->path();
             err_off = off;
             return abandon();
           }
-          // Under skip, as recovery does: resume where valid records chain to
-          // the end (see find_resync_point). Nothing is lost that a reader
-          // could read: a keydir entry in the damaged range names a record
-          // that fails its checksum (dropped below, after the moves).
+          // As recovery did: resume where valid records chain to the end (see
+          // find_resync_point).
           format::file_header h;
           const bool writer_segment =
               format::decode_file_header<checksum_type>(std::span(in->data(), format::file_header_size),
@@ -1370,9 +1380,9 @@ class log_store {
     {
       std::lock_guard wl(s.write_mu);
       if (skipped_damage) {
-        // Entries still naming an input name damaged records this merge
-        // skipped (every other one was moved, or replaced by a put or erase):
-        // drop them, as recovery under skip would have.
+        // Entries still naming an input name records this merge skipped
+        // (every other one was moved, or replaced by a put or erase); there
+        // should be none, as recovery skipped the same records: drop any.
         auto sorted = ids;
         std::sort(sorted.begin(), sorted.end());
         st.damaged_entries_dropped = s.keydir.purge_if([&](location l) {
@@ -1879,6 +1889,7 @@ class log_store {
       }
       s.torn_bytes += p.torn_bytes;
       s.skipped_records += p.skipped;
+      if (p.skipped > 0 && !p.from_hint) s.scanned_with_damage.push_back(p.id);
       ++(p.from_hint ? s.segments_from_hints : s.segments_scanned);
       if (!p.from_hint && rw && !(p.newest && p.end == format::file_header_size)) s.hint_queue.push_back(p.id);
       auto seg = p.seg;

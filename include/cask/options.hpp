@@ -18,7 +18,7 @@ namespace cask {
 /// was already sealed (a torn tail of the newest segment is always cut).
 enum class corruption_policy {
   fail,  ///< refuse to open, with errc::corruption naming file and offset (default: nothing is silently lost)
-  skip,  ///< report the record, skip to the next valid one, and open; a merge skips it too
+  skip,  ///< report the record, skip to the next valid one, and open; a merge then skips it too
 };
 
 /// One thing recovery noticed, given to options::reporter.
@@ -107,7 +107,8 @@ struct options {
   /// See corruption_policy. Default fail.
   corruption_policy on_corruption = corruption_policy::fail;
   /// Called for every recovery_event during open (may be empty), and for each
-  /// damaged record a merge skips under corruption_policy::skip (from the
+  /// damaged record a merge skips (corruption_policy::skip, in a segment whose
+  /// damage recovery skipped at open) (from the
   /// thread running the merge: the background thread, or merge()'s caller).
   /// Default none.
   std::function<void(const recovery_event&)> reporter;
