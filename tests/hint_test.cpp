@@ -123,6 +123,67 @@ BOOST_AUTO_TEST_CASE(hints_and_scans_build_the_same_keydir) {
   BOOST_TEST(same_segments(with_hints, scanned));
 }
 
+// Recovery tells two records of a key apart by their hint entries in hinted
+// segments and by their headers in scanned ones: any mix gives the same keydir.
+BOOST_AUTO_TEST_CASE(hinted_and_scanned_segments_mixed_build_the_same_keydir) {
+  temp_dir d("mixed");
+  const model m = build(d / "ref");
+  std::vector<cask::segment_stats> all_hinted;
+  {
+    copy_dir(d / "ref", d / "a");
+    auto db = string_store::open(d / "a", opts());
+    all_hinted = live_dead(db.stats());
+  }
+  for (int phase = 0; phase < 2; ++phase) {
+    const auto dir = d / ("mix" + std::to_string(phase));
+    copy_dir(d / "ref", dir);
+    std::size_t removed = 0, i = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir))
+      if (e.path().extension() == ".hint" && i++ % 2 == static_cast<std::size_t>(phase)) {
+        std::filesystem::remove(e.path());
+        ++removed;
+      }
+    BOOST_TEST(removed > 0u);
+    auto db = string_store::open(dir, opts());
+    const auto st = db.stats();
+    BOOST_TEST(st.recovered_from_hints > 0u);
+    BOOST_TEST(st.recovered_by_scan >= removed);
+    BOOST_TEST((contents(db) == m));
+    BOOST_TEST(same_segments(live_dead(st), all_hinted));
+  }
+}
+
+// Recovery sizes the keydir for every record it will read before it knows how
+// many are overwritten, then gives the excess back: a reopened store's keydir
+// costs what a freshly written one does, however often its keys were written.
+BOOST_AUTO_TEST_CASE(a_reopened_keydir_is_sized_for_its_keys_not_its_records) {
+  temp_dir d("sized");
+  constexpr int keys = 4000, writes = 5;
+  {
+    auto o = opts();
+    o.max_segment_bytes = 64 << 10;
+    auto db = string_store::open(d.path(), o);
+    for (int w = 0; w < writes; ++w)
+      for (int k = 0; k < keys; ++k) db.put(key_of(k), value_of(w * keys + k, 8));
+  }
+  for (const bool with_hints : {true, false}) {
+    if (!with_hints)
+      for (const auto& e : std::filesystem::directory_iterator(d.path()))
+        if (e.path().extension() == ".hint") std::filesystem::remove(e.path());
+    auto o = opts();
+    o.max_segment_bytes = 64 << 10;
+    auto db = string_store::open(d.path(), o);
+    const auto st = db.stats();
+    BOOST_TEST(st.keys == std::size_t(keys));
+    BOOST_TEST((with_hints ? st.recovered_from_hints : st.recovered_by_scan) > 2u);
+    // 16-byte slots at a load of at least 0.4 (the table's own bound), plus
+    // the fixed part of a 64-shard table spread over few keys.
+    BOOST_TEST(st.keydir_bytes_per_key <= 16 / 0.4 + 10, "keydir bytes per key " << st.keydir_bytes_per_key);
+    BOOST_TEST(db.get(key_of(keys - 1)).value_or("") == value_of((writes - 1) * keys + keys - 1, 8));
+    db.close();
+  }
+}
+
 BOOST_AUTO_TEST_CASE(every_damaged_or_truncated_hint_byte_falls_back_to_the_same_keydir) {
   temp_dir d("damage", storage::memory);
   const model m = build(d / "ref");

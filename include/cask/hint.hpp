@@ -116,9 +116,13 @@ inline std::string hint_file_name(std::uint32_t id) {
 /// trailer checksum, and that every entry lies inside a segment of
 /// `segment_bytes` bytes and the entries end exactly at the trailer. Returns
 /// false for anything else, in which case the segment must be scanned.
-template <class Checksum>
+///
+/// Calls on_entry(const hint_entry&) for each entry as it is checked, so that
+/// a caller can decode the file in the same pass; if the result is false, the
+/// entries passed so far must be discarded.
+template <class Checksum, class OnEntry>
 bool validate_hint(std::span<const std::byte> file, std::uint32_t segment_id, std::uint32_t codec_id,
-                   std::uint64_t segment_bytes, hint_summary& out) {
+                   std::uint64_t segment_bytes, hint_summary& out, OnEntry&& on_entry) {
   using namespace cask::detail;
   format::file_header h;
   if (format::decode_file_header<Checksum>(file, format::file_kind::hint, h) != format::header_status::ok) return false;
@@ -148,10 +152,18 @@ bool validate_hint(std::span<const std::byte> file, std::uint32_t segment_id, st
     if (roff < format::file_header_size || std::uint64_t{roff} + rsize > segment_bytes ||
         rsize < format::record_size(klen, 0))
       return false;
+    on_entry(hint_entry{seq, roff, rsize, flags, {p + hint_format::entry_header_size, klen}});
     off += hint_format::entry_header_size + klen;
     ++n;
   }
   return n == out.records;
+}
+
+/// validate_hint() without a per-entry callback.
+template <class Checksum>
+bool validate_hint(std::span<const std::byte> file, std::uint32_t segment_id, std::uint32_t codec_id,
+                   std::uint64_t segment_bytes, hint_summary& out) {
+  return validate_hint<Checksum>(file, segment_id, codec_id, segment_bytes, out, [](const hint_entry&) {});
 }
 
 /// Calls f(const hint_entry&) for each entry of a hint image that validate_hint() accepted.
@@ -218,14 +230,6 @@ bool read_file(const Io& io, const std::filesystem::path& p, std::vector<std::by
     done += n;
   }
   return true;
-}
-
-/// Reads a whole file through the I/O policy (sequentially). Returns false on
-/// any error (for files whose loss costs only time, such as hint files).
-template <class Io>
-bool read_whole_file(const Io& io, const std::filesystem::path& p, std::vector<std::byte>& out) {
-  std::error_code ec;
-  return read_file(io, p, out, ec);
 }
 
 }  // namespace cask

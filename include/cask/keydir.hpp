@@ -17,7 +17,8 @@
 // Thread safety: find() and for_each() may run in any number of threads
 // concurrently with one mutating thread (upsert, erase, replace_if, purge),
 // each inside a read section of the epoch_domain given at construction.
-// Mutators must be serialized by the caller. Replaced tables are freed after
+// Mutators must be serialized by the caller, except that mutators of
+// different shards (shard_index()) may run concurrently. Replaced tables are freed after
 // a grace period.
 //
 // The policy interface (concept cask::keydir_policy): construction from an
@@ -70,7 +71,7 @@ class hash_keydir {
   static constexpr std::size_t min_capacity = 16;
   __extension__ typedef unsigned __int128 u128;  // __extension__: accepted under -Wpedantic
   /// A shard is rebuilt when live + erased slots would pass max_load, to a load of rebuild_load.
-  static constexpr double max_load = 0.8, rebuild_load = 0.55;
+  static constexpr double max_load = 0.8, rebuild_load = 0.55, shrink_load = 0.4;
   static bool over_max(std::size_t used, std::size_t cap) noexcept { return double(used) > max_load * double(cap); }
 
   struct slot {
@@ -236,6 +237,57 @@ class hash_keydir {
     live_.fetch_sub(removed, std::memory_order_relaxed);
     return removed;
   }
+
+  /// Replaces the location l of every live entry of shard `k` by f(l), or
+  /// removes the entry when f(l) is std::nullopt; returns the number removed.
+  /// Before f(l), ahead(l2) is called for an entry a few slots further on, so
+  /// that the memory f reads can be prefetched. If the shard's load is below
+  /// 0.4, the entries go to a new table at a load of 0.55 instead: recovery
+  /// resolves every entry this way once, after reserving for every record it
+  /// read, overwritten ones included. Writer side, for shard k (see shard_index()).
+  template <class Ahead, class F>
+  std::size_t remap_shard(std::size_t k, Ahead&& ahead, F&& f) {
+    constexpr std::size_t distance = 32;
+    shard& s = shards_[k];
+    table* t = s.t.load(std::memory_order_relaxed);
+    const std::size_t cap = t->capacity();
+    table* nt = nullptr;
+    if (cap > min_capacity && double(s.live) < shrink_load * double(cap))
+      nt = new table(std::max(min_capacity, static_cast<std::size_t>(double(s.live) / rebuild_load) + 1));
+    std::size_t removed = 0;
+    for (std::size_t i = 0; i < cap; ++i) {
+      if (i + distance < cap && t->slots[i + distance].hash.load(std::memory_order_relaxed) >= 2)
+        ahead(location::unpack(t->slots[i + distance].loc.load(std::memory_order_relaxed)));
+      const std::uint64_t hv = t->slots[i].hash.load(std::memory_order_relaxed);
+      if (hv < 2) continue;
+      const std::optional<location> to = f(location::unpack(t->slots[i].loc.load(std::memory_order_relaxed)));
+      if (!to) {
+        if (!nt) t->slots[i].hash.store(erased_hash, std::memory_order_release);
+        --s.live;
+        ++removed;
+      } else if (nt) {
+        std::size_t j = nt->home(hv);
+        while (nt->slots[j].hash.load(std::memory_order_relaxed) != empty_hash) j = nt->next(j);
+        nt->slots[j].loc.store(to->pack(), std::memory_order_relaxed);
+        nt->slots[j].hash.store(hv, std::memory_order_relaxed);
+      } else {
+        t->slots[i].loc.store(to->pack(), std::memory_order_release);
+      }
+    }
+    live_.fetch_sub(removed, std::memory_order_relaxed);
+    if (nt) {
+      s.t.store(nt, std::memory_order_release);
+      s.used = s.live;
+      epoch_.synchronize();
+      delete t;
+    }
+    return removed;
+  }
+
+  /// The shard that holds entries of hash `h`. Writers may mutate entries of
+  /// different shards concurrently, one thread per shard (recovery builds the
+  /// shards in parallel); mutations within a shard must be serialized.
+  static std::size_t shard_index(std::uint64_t h) noexcept { return normalize(h) & (shard_count - 1); }
 
   /// Calls f(location) for every live entry of shard `k` (0 <= k < shards()).
   /// Reader side: call inside a read section; f must not enter the writer.

@@ -1617,6 +1617,11 @@ class log_store {
     return true;
   }
 
+  /// Recovery applies each segment's records to the keydir in this many
+  /// threads, each owning a share of the keydir's shards.
+  static constexpr std::size_t recovery_parts = 2;
+  static std::size_t part_of(std::uint64_t hash) noexcept { return keydir_type::shard_index(hash) % recovery_parts; }
+
   /// A segment made ready for the keydir, off the main thread: mapped, its
   /// header checked, and its entries read from its hint file or by a scan,
   /// with their key hashes computed.
@@ -1627,17 +1632,18 @@ class log_store {
     std::shared_ptr<segment_type> seg;
     std::uint64_t size = 0;  // file size
     std::uint64_t end = 0;   // end of the valid data
-    /// One record, as the keydir needs it.
-    struct entry {
-      std::uint64_t hash;              ///< of the key
-      std::uint64_t seq;               ///< sequence number
-      std::uint32_t offset;            ///< in the segment
-      std::uint32_t size;              ///< record bytes
-      std::uint8_t flags;              ///< record flags
-      std::span<const std::byte> key;  ///< into the hint image or the segment
+    /// One record, as the keydir needs it: its key's hash and the offset of
+    /// what describes it, its hint entry (from_hint) or the record itself.
+    struct ref {
+      std::uint64_t hash;
+      std::uint32_t where;
     };
-    std::vector<entry> entries;
-    std::vector<std::byte> hint;  // keys of hint entries point here
+    /// The records in file order, split by keydir shard: refs[i] holds those
+    /// of the shards k with k % recovery_parts == i, applied by one thread.
+    std::vector<ref> refs[recovery_parts];
+    /// From a hint file: the file, mapped (recover() keeps it mapped until the
+    /// keydir is final).
+    typename io_type::mapping hint;
     bool from_hint = false;
     bool partial = false;         // a newest segment whose header never became valid
     std::vector<recovery_event> events;
@@ -1695,23 +1701,40 @@ class log_store {
     p.seg = std::make_shared<segment_type>(id, path, std::move(f), std::move(m), size);
     const std::byte* data = p.seg->data();
 
-    // A valid hint file spares reading the values.
+    // A valid hint file spares reading the values. It is mapped, not copied.
     hint_summary hs_sum;
     const auto hint_path = s.dir / hint_file_name(id);
-    const bool have_hint = read_whole_file(s.io, hint_path, p.hint);
-    if (have_hint && validate_hint<checksum_type>(p.hint, id, s.codec_id, size, hs_sum)) {
-      p.entries.reserve(static_cast<std::size_t>(hs_sum.records));
-      for_each_hint_entry(std::span<const std::byte>(p.hint), [&](const hint_entry& he) {
-        p.entries.push_back({Hasher{}(he.key), he.seq, he.offset, he.size, he.flags, he.key});
-      });
-      p.from_hint = true;
-      p.end = size;
-      return p;
+    bool have_hint = false;
+    std::span<const std::byte> image;
+    {
+      std::error_code he;  // a hint that cannot be read costs only time: scan
+      auto hf = s.io.open(hint_path, open_mode::read, he);
+      const std::uint64_t hsize = he ? 0 : hf.size(he);
+      if (!he && hsize > 0 && hsize <= SIZE_MAX) {
+        p.hint = s.io.map(hf, static_cast<std::size_t>(hsize), false, he);
+        if (!he) image = {p.hint.data(), p.hint.size()};
+      }
+      have_hint = !he && hsize == image.size();
+    }
+    if (have_hint) {
+      const std::size_t expect = static_cast<std::size_t>(
+          std::min<std::uint64_t>(image.size() / hint_format::entry_header_size, size / format::record_header_size));
+      for (auto& r : p.refs) r.reserve(expect / recovery_parts + expect / 16);
+      if (validate_hint<checksum_type>(image, id, s.codec_id, size, hs_sum, [&](const hint_entry& he) {
+            const std::uint64_t h = Hasher{}(he.key);
+            const auto where = static_cast<std::uint32_t>(he.key.data() - hint_format::entry_header_size - image.data());
+            p.refs[part_of(h)].push_back({h, where});
+          })) {
+        p.from_hint = true;
+        p.end = size;
+        return p;
+      }
     }
     if (have_hint && !(hs_sum.trailer_valid && hs_sum.segment_bytes != size))
-      p.events.push_back({recovery_event::kind::bad_hint, hint_path, 0, p.hint.size(),
+      p.events.push_back({recovery_event::kind::bad_hint, hint_path, 0, image.size(),
                           "hint file does not validate; scanning the segment instead"});
-    p.hint.clear();
+    p.hint = {};
+    for (auto& r : p.refs) r = {};
     if (hs_sum.trailer_valid && hs_sum.segment_bytes != size) {
       // Sealed segments never change size, and a hint is written only for a
       // sealed segment: the segment was cut or extended since.
@@ -1730,7 +1753,8 @@ class log_store {
 
     std::uint64_t last_seq = 0;
     auto add = [&](const format::record_view& rv, std::uint64_t off) {
-      p.entries.push_back({Hasher{}(rv.key), rv.seq, static_cast<std::uint32_t>(off), rv.size, rv.flags, rv.key});
+      const std::uint64_t h = Hasher{}(rv.key);
+      p.refs[part_of(h)].push_back({h, static_cast<std::uint32_t>(off)});
       last_seq = std::max(last_seq, rv.seq);
     };
     std::uint64_t start = format::file_header_size;
@@ -1815,13 +1839,61 @@ class log_store {
         }
     }
 
+    // Recovered segments in id order, and beside each its mapped hint file if
+    // its entries came from one. While recovery runs, the keydir entries of a
+    // hinted segment hold the offset of the record's hint entry, not of the
+    // record: two records of a key are told apart by the keys and sequence
+    // numbers in the hint files (checksummed as a whole), never by reading
+    // the segments. The end of recover() turns them into record offsets.
     std::vector<std::shared_ptr<segment_type>> segs;
+    std::vector<typename io_type::mapping> hints;  // hints[i]: of segs[i], or empty
     std::uint64_t max_seq = 0;
-    // Recovered segments by id, for comparing keys against existing entries.
-    auto find_seg = [&](std::uint32_t id) -> segment_type* {
+    auto index_of = [&](std::uint32_t id) -> std::size_t {
       auto it = std::lower_bound(segs.begin(), segs.end(), id,
                                  [](const auto& p, std::uint32_t v) { return p->id() < v; });
-      return it != segs.end() && (*it)->id() == id ? it->get() : nullptr;
+      return it != segs.end() && (*it)->id() == id ? std::size_t(it - segs.begin()) : SIZE_MAX;
+    };
+    /// A record as recovery compares it: read from its hint entry or, in a
+    /// scanned segment, from its header (checked by the scan).
+    struct indexed {
+      std::span<const std::byte> key;
+      std::uint64_t seq = 0;
+      std::uint32_t size = 0;
+      std::uint8_t flags = 0;
+    };
+    auto bytes_at = [&](std::size_t i, std::uint32_t where) {
+      const std::byte* h = hints[i].data();
+      return (h ? h : segs[i]->data()) + where;
+    };
+    auto indexed_at = [&](std::size_t i, std::uint32_t where) {
+      indexed r;
+      const std::byte* e = bytes_at(i, where);
+      if (hints[i].data()) {
+        r.seq = detail::load_u64(e);
+        r.size = detail::load_u32(e + 12);
+        r.flags = std::to_integer<std::uint8_t>(e[16]);
+        r.key = {e + hint_format::entry_header_size, detail::load_u32(e + 17)};
+      } else {
+        format::record_view o;
+        const segment_type& sg = *segs[i];
+        (void)format::parse_record_header(e, static_cast<std::size_t>(sg.capacity() - where), o);
+        r.seq = o.seq;
+        r.size = o.size;
+        r.flags = o.flags;
+        r.key = o.key;
+      }
+      return r;
+    };
+    /// What one applying thread found in one segment: count changes for
+    /// every segment so far (added to their atomic counters after the
+    /// segment), and the segment's sequence-number range.
+    struct tally {
+      std::uint64_t live_n = 0, live_b = 0, dead_n = 0, dead_b = 0;
+    };
+    struct part_result {
+      std::vector<tally> by_segment;
+      std::uint64_t min_seq = ~std::uint64_t{0}, max_seq = 0;
+      bool any_tombstone = false;
     };
 
     // The segment the writer was appending to: the newest one not written by
@@ -1894,84 +1966,89 @@ class log_store {
       if (!p.from_hint && rw && !(p.newest && p.end == format::file_header_size)) s.hint_queue.push_back(p.id);
       auto seg = p.seg;
       segs.push_back(seg);
-      auto& counters = seg->counters();
-      // This segment's figures, added to its (atomic) counters once at the end.
-      std::uint64_t live_n = 0, live_b = 0, dead_n = 0, dead_b = 0, min_seq = ~std::uint64_t{0}, seg_max_seq = 0;
-      if (s.keydir.size() + p.entries.size() > reserved) {
-        reserved = std::max(expected_records, s.keydir.size() + p.entries.size());
+      hints.push_back(std::move(p.hint));
+      const std::size_t seg_index = segs.size() - 1;
+      std::size_t n = 0;
+      for (const auto& r : p.refs) n += r.size();
+      if (s.keydir.size() + n > reserved) {
+        reserved = std::max(expected_records, s.keydir.size() + n);
         s.keydir.reserve(reserved);
       }
-      const std::size_t n = p.entries.size();
-      constexpr std::size_t ahead = 8;  // prefetch distance: overlap the table's cache misses
-      for (std::size_t k = 0; k < std::min(n, ahead); ++k) s.keydir.prefetch(p.entries[k].hash);
-      for (std::size_t k = 0; k < n; ++k) {
-        if (k + ahead < n) s.keydir.prefetch(p.entries[k + ahead].hash);
-        const auto& en = p.entries[k];
-        seg_max_seq = std::max(seg_max_seq, en.seq);
-        min_seq = std::min(min_seq, en.seq);
-        const bool tomb = (en.flags & format::tombstone) != 0;
-        any_tombstone = any_tombstone || tomb;
-        segment_type* old_seg = nullptr;
-        std::uint32_t old_size = 0;
-        std::uint64_t old_seq = 0;
-        bool old_tomb = false;
-        std::optional<location> damaged;  // an existing record that fails its checksum
-        const auto old = s.keydir.upsert(
-            en.hash, location{p.id, en.offset, tomb},
-            [&](location l) {
-              old_seg = find_seg(l.segment);
-              if (!old_seg) return false;
-              // Verified, not just parsed: a damaged sequence number must not
-              // decide which of two records is the newest. (Records loaded
-              // from hint files were not read; only key collisions get here.)
-              format::record_view o;
-              if (format::parse_record<checksum_type>(old_seg->data() + l.offset,
-                                                      static_cast<std::size_t>(old_seg->end() - l.offset), o) !=
-                  format::record_status::ok) {
-                damaged = l;
-                return false;
-              }
-              if (!same_bytes(o.key, en.key)) return false;
-              old_size = o.size;
-              old_seq = o.seq;
-              old_tomb = l.tombstone;
+      // Each part of the records goes to its own shards of the keydir, so the
+      // parts are applied in parallel; they read the segment table and the
+      // hint images, which stay as they are meanwhile.
+      auto apply_part = [&](std::size_t part) {
+        part_result w;
+        w.by_segment.resize(segs.size());
+        const auto& refs = p.refs[part];
+        const std::size_t count = refs.size();
+        // Prefetching: the table slot `far` records ahead; `near` records
+        // ahead, the record's bytes and those of the entry it may replace.
+        constexpr std::size_t far = 16, near = 8;
+        for (std::size_t k = 0; k < std::min(count, far); ++k) s.keydir.prefetch(refs[k].hash);
+        for (std::size_t k = 0; k < count; ++k) {
+          if (k + far < count) s.keydir.prefetch(refs[k + far].hash);
+          if (k + near < count) {
+            __builtin_prefetch(bytes_at(seg_index, refs[k + near].where));
+            (void)s.keydir.find(refs[k + near].hash, [&](location l) {
+              const std::size_t i = index_of(l.segment);
+              if (i != SIZE_MAX) __builtin_prefetch(bytes_at(i, l.offset));
               return true;
-            },
-            [&](location) { return en.seq > old_seq; });
-        if (damaged) {
-          segment_type* ds = find_seg(damaged->segment);
-          report(s, recovery_event::kind::corrupt_record, ds->path(), damaged->offset, 0,
-                 "checksum mismatch in a record of a segment indexed from its hint file");
-          if (s.opts.on_corruption == corruption_policy::fail) {
-            if (next.valid()) next.wait();
-            detail::set_error(ec, site, make_error_code(errc::checksum_mismatch), ds->path(), damaged->offset);
-            return false;
+            });
           }
-          // Skip it: its key cannot be trusted, so it leaves the index.
-          const location bad = *damaged;
-          s.keydir.erase(en.hash, [&](location l) { return l == bad; });
-          ++s.skipped_records;
-        }
-        const bool newer = !old || en.seq > old_seq;
-        if (old && newer && !old_tomb) {
-          if (old_seg == seg.get()) {
-            --live_n, live_b -= old_size, ++dead_n, dead_b += old_size;
-          } else {
-            old_seg->counters().live_to_dead(old_size);
+          const indexed r = indexed_at(seg_index, refs[k].where);
+          w.max_seq = std::max(w.max_seq, r.seq);
+          w.min_seq = std::min(w.min_seq, r.seq);
+          const bool tomb = (r.flags & format::tombstone) != 0;
+          w.any_tombstone = w.any_tombstone || tomb;
+          std::size_t old_index = SIZE_MAX;
+          indexed o;
+          const auto old = s.keydir.upsert(
+              refs[k].hash, location{p.id, refs[k].where, tomb},
+              [&](location l) {
+                old_index = index_of(l.segment);
+                if (old_index == SIZE_MAX) return false;
+                o = indexed_at(old_index, l.offset);
+                return same_bytes(o.key, r.key);
+              },
+              [&](location) { return r.seq > o.seq; });
+          const bool newer = !old || r.seq > o.seq;
+          if (old && newer && !old->tombstone) {
+            tally& t = w.by_segment[old_index];
+            --t.live_n, t.live_b -= o.size, ++t.dead_n, t.dead_b += o.size;
           }
+          tally& t = w.by_segment[seg_index];
+          if (newer && !tomb)
+            ++t.live_n, t.live_b += r.size;
+          else
+            ++t.dead_n, t.dead_b += r.size;
         }
-        if (newer && !tomb)
-          ++live_n, live_b += en.size;
-        else
-          ++dead_n, dead_b += en.size;
+        return w;
+      };
+      part_result parts[recovery_parts];
+      {
+        std::future<part_result> others[recovery_parts - 1];
+        for (std::size_t k = 1; k < recovery_parts; ++k)
+          if (!p.refs[k].empty()) others[k - 1] = std::async(std::launch::async, apply_part, k);
+        parts[0] = apply_part(0);
+        for (std::size_t k = 1; k < recovery_parts; ++k)
+          if (others[k - 1].valid()) parts[k] = others[k - 1].get();
       }
-      counters.live_records.fetch_add(live_n);
-      counters.live_bytes.fetch_add(live_b);
-      counters.dead_records.fetch_add(dead_n);
-      counters.dead_bytes.fetch_add(dead_b);
-      if (!p.entries.empty()) {
-        counters.note_seq(min_seq);
-        counters.note_seq(seg_max_seq);
+      std::uint64_t min_seq = ~std::uint64_t{0}, seg_max_seq = 0;
+      for (const auto& w : parts) {
+        for (std::size_t i = 0; i < w.by_segment.size(); ++i) {
+          const tally& t = w.by_segment[i];
+          auto& c = segs[i]->counters();
+          if (t.live_n | t.live_b) c.live_records.fetch_add(t.live_n), c.live_bytes.fetch_add(t.live_b);
+          if (t.dead_n | t.dead_b) c.dead_records.fetch_add(t.dead_n), c.dead_bytes.fetch_add(t.dead_b);
+        }
+        min_seq = std::min(min_seq, w.min_seq);
+        seg_max_seq = std::max(seg_max_seq, w.max_seq);
+        any_tombstone = any_tombstone || w.any_tombstone;
+      }
+      if (n > 0) {
+        seg->counters().note_seq(min_seq);
+        seg->counters().note_seq(seg_max_seq);
       }
       max_seq = std::max(max_seq, seg_max_seq);
       seg->set_end(p.end);
@@ -1979,6 +2056,7 @@ class log_store {
         // No records: rather than keep an empty sealed segment, rewrite it as
         // the new active segment (see reuse_id).
         segs.pop_back();
+        hints.pop_back();
         seg.reset();
         p.seg.reset();
         s.reuse_id = p.id;
@@ -1996,8 +2074,36 @@ class log_store {
         segs.back() = sealed;
       }
     }
-    // Tombstones were kept only to order records across segments.
-    if (any_tombstone) s.keydir.purge_if([](location l) { return l.tombstone; });
+    // Tombstones were kept only to order records across segments; the
+    // entries of hinted segments now get their records' offsets. Each part
+    // of the shards in its own thread, as above.
+    const bool any_hint = std::any_of(hints.begin(), hints.end(), [](const auto& m) { return m.data() != nullptr; });
+    if (any_tombstone || any_hint) {
+      auto hint_entry_of = [&](location l) -> const std::byte* {
+        const std::size_t i = index_of(l.segment);
+        const std::byte* h = i == SIZE_MAX ? nullptr : hints[i].data();
+        return h ? h + l.offset : nullptr;
+      };
+      auto remap_part = [&](std::size_t part) {
+        for (std::size_t k = part; k < keydir_type::shards(); k += recovery_parts) {
+          s.keydir.remap_shard(
+              k,
+              [&](location l) {
+                if (!l.tombstone)
+                  if (const std::byte* e = hint_entry_of(l)) __builtin_prefetch(e + 8);
+              },
+              [&](location l) -> std::optional<location> {
+                if (l.tombstone) return std::nullopt;
+                if (const std::byte* e = hint_entry_of(l)) l.offset = detail::load_u32(e + 8);
+                return l;
+              });
+        }
+      };
+      std::future<void> others[recovery_parts - 1];
+      for (std::size_t k = 1; k < recovery_parts; ++k) others[k - 1] = std::async(std::launch::async, remap_part, k);
+      remap_part(0);
+      for (auto& f : others) f.get();
+    }
     s.next_seq = max_seq + 1;
     s.written_seq.store(max_seq, std::memory_order_relaxed);
     s.durable_seq = max_seq;
