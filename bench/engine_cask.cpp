@@ -70,7 +70,7 @@ class cask_store_engine {
   void sync() { db_->sync(); }
   void merge() {
 #if BENCH_CASK_HAS_MERGE
-    db_->merge(cask::merge_scope::all);
+    db_->merge(cask::merge_scope::compact);
 #endif
   }
   std::optional<double> index_bytes_per_key() const {
@@ -140,7 +140,7 @@ class cask_engine final : public engine {
                                            : "reads by get() (copy into std::string)") +
            "; no fsync except fillsync (sync_always, group commit)" +
            (BENCH_CASK_HAS_MERGE ? std::string("; background merge ") + (background_merge_ ? "on (default)" : "off") +
-                                       "; merge workload: merge(merge_scope::all)"
+                                       "; merge workload: merge(merge_scope::compact)"
                                  : std::string("; merge() not available in this build"));
   }
 

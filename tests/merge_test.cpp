@@ -81,6 +81,64 @@ BOOST_AUTO_TEST_CASE(merging_reclaims_the_space_of_overwritten_and_erased_record
   BOOST_TEST(db.stats().recovered_by_scan == 0u);  // outputs have hint files
 }
 
+// merge_scope::all leaves the active segment as it is; merge_scope::compact
+// seals it first and merges it too: afterwards the segments hold exactly the
+// live records, and the active segment is a new, empty one.
+BOOST_AUTO_TEST_CASE(compact_merges_the_active_segment_too) {
+  temp_dir d("compact");
+  model m;
+  auto db = string_store::open(d.path(), small(64 << 10));
+  for (int round = 0; round < 4; ++round)
+    for (int i = 0; i < 400; ++i) {
+      db.put(key_of(i), value_of(i * 10 + round));
+      m[key_of(i)] = value_of(i * 10 + round);
+    }
+  for (int i = 0; i < 400; i += 7) {
+    db.erase(key_of(i));
+    m.erase(key_of(i));
+  }
+  auto dead_in_active = [](const cask::store_stats& st) {
+    for (const auto& sg : st.per_segment)
+      if (sg.active) return sg.dead_bytes;
+    return std::uint64_t{0};
+  };
+  db.merge(cask::merge_scope::all);
+  BOOST_TEST(dead_in_active(db.stats()) > 0u);  // all: the active segment's garbage stays
+  const auto r = db.merge(cask::merge_scope::compact);
+  BOOST_TEST(r.segments_in >= 1u);
+  const auto st = db.stats();
+  std::uint64_t live = 0, bytes = 0;
+  for (const auto& sg : st.per_segment) {
+    BOOST_TEST(sg.dead_bytes == 0u);
+    if (sg.active) {
+      BOOST_TEST(sg.bytes == cask::format::file_header_size);
+      continue;
+    }
+    live += sg.live_bytes;
+    bytes += sg.bytes - cask::format::file_header_size;
+  }
+  BOOST_TEST(bytes == live);
+  BOOST_TEST(live == st.live_bytes);
+  BOOST_TEST((contents(db) == m));
+  // An empty active segment is not sealed again.
+  auto active_id = [](const cask::store_stats& s) {
+    for (const auto& sg : s.per_segment)
+      if (sg.active) return sg.id;
+    return std::uint32_t{0};
+  };
+  const std::uint32_t active_before = active_id(st);
+  db.merge(cask::merge_scope::compact);
+  BOOST_TEST(active_id(db.stats()) == active_before);
+  BOOST_TEST((contents(db) == m));
+  // Writes go on into the new active segment, and a reopen sees it all.
+  db.put("after", "compact");
+  m["after"] = "compact";
+  db.close();
+  auto again = string_store::open(d.path(), small(64 << 10));
+  BOOST_TEST((contents(again) == m));
+  BOOST_TEST(again.stats().recovered_by_scan <= 1u);  // only the last active segment has no hint
+}
+
 // A merge refuses damage (here a value byte of one record) under fail, and
 // under skip where a trusted hint file hid it from recovery: skipping could
 // drop intact records the hint made visible. Under skip, where recovery

@@ -67,8 +67,12 @@ struct default_traits {
   using merge_policy = default_merge_policy;  ///< which sealed segments a merge rewrites
 };
 
-/// What merge() rewrites: the segments the merge policy picks, or every sealed segment.
-enum class merge_scope { policy, all };
+/// What merge() rewrites.
+enum class merge_scope {
+  policy,   ///< the sealed segments the merge policy picks now (possibly none)
+  all,      ///< every sealed segment
+  compact,  ///< every segment: the active one is sealed first (if it holds records) and merged too
+};
 
 /// What one merge did.
 struct merge_stats {
@@ -288,7 +292,10 @@ class log_store {
   /// Rewrites the live records of sealed segments into new segments and
   /// removes the old ones, reclaiming the space of overwritten and erased
   /// records. scope::policy merges what the merge policy picks now (possibly
-  /// nothing); scope::all merges every sealed segment. Reads and writes go on
+  /// nothing); scope::all merges every sealed segment; scope::compact seals
+  /// the active segment first (made durable, as at a rotation) and merges
+  /// every segment, so that afterwards the files hold only live records,
+  /// their hint files and an empty active segment. Reads and writes go on
   /// meanwhile: the merge holds no lock while it does I/O, and installs its
   /// results in short steps in which a concurrent put or erase wins. A crash
   /// at any point leaves a store that opens to the same contents. One merge
@@ -743,11 +750,14 @@ class log_store {
   /// Seals the active segment (if there is one: a rotation whose new segment
   /// could not be created leaves none, and the next write retries) and starts
   /// a new one with room for `size` bytes. Under write_mu.
-  static bool rotate(state& s, std::uint64_t size, std::error_code& ec, detail::error_site* site) {
+  /// Unless `queue_hint` is false (the sealed segment is about to be merged),
+  /// its hint file is queued for the maintenance thread.
+  static bool rotate(state& s, std::uint64_t size, std::error_code& ec, detail::error_site* site,
+                     bool queue_hint = true) {
     const std::uint32_t sealed_id = s.active ? s.active->id() : 0;
     const bool had_records = s.active && s.tail > format::file_header_size;
     if (!seal_active(s, /*closing=*/false, ec, site)) return false;
-    if (had_records) {
+    if (had_records && queue_hint) {
       // The maintenance thread writes its hint file, off the write path.
       std::lock_guard lk(s.maint_mu);
       s.hint_queue.push_back(sealed_id);
@@ -1127,6 +1137,11 @@ class log_store {
       if (!ml.try_lock()) return st;
     } else {
       ml.lock();
+    }
+    if (scope == merge_scope::compact) {
+      std::lock_guard wl(s.write_mu);
+      if (s.failed.load(std::memory_order_relaxed)) return ec = make_error_code(errc::store_failed), st;
+      if (s.active && s.tail > format::file_header_size && !rotate(s, 0, ec, site, /*queue_hint=*/false)) return st;
     }
     auto picked = select_inputs(s, scope);
     std::sort(picked.begin(), picked.end());
