@@ -18,8 +18,8 @@
 // concurrently with one mutating thread (upsert, erase, replace_if, purge),
 // each inside a read section of the epoch_domain given at construction.
 // Mutators must be serialized by the caller, except that mutators of
-// different shards (shard_index()) may run concurrently. Replaced tables are freed after
-// a grace period.
+// different shards (shard_index()) may run concurrently, one thread per shard
+// (recovery builds the keydir so). Replaced tables are freed after a grace period.
 //
 // The policy interface (concept cask::keydir_policy): construction from an
 // epoch_domain&, and the public members below, taking `match`, a callable
