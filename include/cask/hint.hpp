@@ -207,6 +207,18 @@ void write_file_atomically(const Io& io, const std::filesystem::path& dir, const
   }
 }
 
+/// Reads exactly `n` bytes at `off` of the open file `f` into `out`, going on
+/// after a short read. A file that ends first is std::errc::io_error.
+template <class File>
+void read_exact(const File& f, std::byte* out, std::size_t n, std::uint64_t off, std::error_code& ec) {
+  for (std::size_t done = 0; done < n;) {
+    const std::size_t got = f.read_at(out + done, n - done, off + done, ec);
+    if (ec) return;
+    if (got == 0) return void(ec = std::make_error_code(std::errc::io_error));
+    done += got;
+  }
+}
+
 /// Reads the whole file `p` into `out` through the I/O policy, sequentially,
 /// going on after a short read. Returns true on success. Returns false with
 /// `ec` clear if the file does not exist, and false with `ec` set on any
@@ -222,14 +234,8 @@ bool read_file(const Io& io, const std::filesystem::path& p, std::vector<std::by
   const std::uint64_t size = f.size(ec);
   if (ec) return false;
   out.resize(static_cast<std::size_t>(size));
-  std::size_t done = 0;
-  while (done < out.size()) {
-    const std::size_t n = f.read_at(out.data() + done, out.size() - done, done, ec);
-    if (ec) return false;
-    if (n == 0) return ec = std::make_error_code(std::errc::io_error), false;
-    done += n;
-  }
-  return true;
+  read_exact(f, out.data(), out.size(), 0, ec);
+  return !ec;
 }
 
 }  // namespace cask

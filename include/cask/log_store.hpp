@@ -1935,13 +1935,8 @@ class log_store {
       // for the writer's segment would treat the real one as sealed.
       const auto seg_path = s.dir / segment_type::file_name(id);
       auto f = s.io.open(seg_path, open_mode::read, he);
-      const std::uint64_t want = he ? 0 : std::min<std::uint64_t>(f.size(he), sizeof hb);
-      std::size_t got = 0;
-      while (!he && got < want) {
-        const std::size_t n = f.read_at(hb + got, static_cast<std::size_t>(want) - got, got, he);
-        if (!he && n == 0) he = std::make_error_code(std::errc::io_error);
-        got += n;
-      }
+      const std::size_t got = he ? 0 : static_cast<std::size_t>(std::min<std::uint64_t>(f.size(he), sizeof hb));
+      if (!he) read_exact(f, hb, got, 0, he);
       if (he) return detail::set_error(ec, site, he, seg_path, 0), false;
       format::file_header h;
       const bool merged = got == sizeof hb &&
