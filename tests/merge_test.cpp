@@ -42,6 +42,19 @@ cask::options small(std::uint64_t seg = 4096) {
   return o;
 }
 
+/// Writes keys [0, keys) `rounds` times each, then erases every `erase_every`-th; `m` follows.
+void overwrite_and_erase(string_store& db, model& m, int keys, int rounds, int erase_every) {
+  for (int round = 0; round < rounds; ++round)
+    for (int i = 0; i < keys; ++i) {
+      db.put(key_of(i), value_of(i * 10 + round));
+      m[key_of(i)] = value_of(i * 10 + round);
+    }
+  for (int i = 0; i < keys; i += erase_every) {
+    db.erase(key_of(i));
+    m.erase(key_of(i));
+  }
+}
+
 std::uint64_t dir_bytes(const std::filesystem::path& d, const std::string& ext) {
   std::uint64_t n = 0;
   for (const auto& e : std::filesystem::directory_iterator(d))
@@ -55,15 +68,7 @@ BOOST_AUTO_TEST_CASE(merging_reclaims_the_space_of_overwritten_and_erased_record
   model m;
   {
     auto db = string_store::open(d.path(), small(64 << 10));
-    for (int round = 0; round < 5; ++round)
-      for (int i = 0; i < 500; ++i) {
-        db.put(key_of(i), value_of(i * 10 + round));
-        m[key_of(i)] = value_of(i * 10 + round);
-      }
-    for (int i = 0; i < 500; i += 5) {
-      db.erase(key_of(i));
-      m.erase(key_of(i));
-    }
+    overwrite_and_erase(db, m, 500, 5, 5);
     const auto before = db.stats();
     const auto r = db.merge(cask::merge_scope::all);
     BOOST_TEST(r.segments_in > 1u);
@@ -88,15 +93,7 @@ BOOST_AUTO_TEST_CASE(compact_merges_the_active_segment_too) {
   temp_dir d("compact");
   model m;
   auto db = string_store::open(d.path(), small(64 << 10));
-  for (int round = 0; round < 4; ++round)
-    for (int i = 0; i < 400; ++i) {
-      db.put(key_of(i), value_of(i * 10 + round));
-      m[key_of(i)] = value_of(i * 10 + round);
-    }
-  for (int i = 0; i < 400; i += 7) {
-    db.erase(key_of(i));
-    m.erase(key_of(i));
-  }
+  overwrite_and_erase(db, m, 400, 4, 7);
   auto dead_in_active = [](const cask::store_stats& st) {
     for (const auto& sg : st.per_segment)
       if (sg.active) return sg.dead_bytes;
