@@ -166,23 +166,27 @@ bool validate_hint(std::span<const std::byte> file, std::uint32_t segment_id, st
   return validate_hint<Checksum>(file, segment_id, codec_id, segment_bytes, out, [](const hint_entry&) {});
 }
 
+/// The entry that starts at `p`, inside a hint image that validate_hint() accepted.
+inline hint_entry hint_entry_at(const std::byte* p) noexcept {
+  using namespace cask::detail;
+  hint_entry e;
+  e.seq = load_u64(p);
+  e.offset = load_u32(p + 8);
+  e.size = load_u32(p + 12);
+  e.flags = std::to_integer<std::uint8_t>(p[16]);
+  e.key = {p + hint_format::entry_header_size, load_u32(p + 17)};
+  return e;
+}
+
 /// Calls f(const hint_entry&) for each entry of a hint image that validate_hint() accepted.
 template <class F>
 void for_each_hint_entry(std::span<const std::byte> file, F&& f) {
-  using namespace cask::detail;
   std::size_t off = format::file_header_size;
   const std::size_t end = file.size() - hint_format::trailer_size;
   while (off < end) {
-    const std::byte* p = file.data() + off;
-    hint_entry e;
-    e.seq = load_u64(p);
-    e.offset = load_u32(p + 8);
-    e.size = load_u32(p + 12);
-    e.flags = std::to_integer<std::uint8_t>(p[16]);
-    const std::uint32_t klen = load_u32(p + 17);
-    e.key = {p + hint_format::entry_header_size, klen};
+    const hint_entry e = hint_entry_at(file.data() + off);
     f(e);
-    off += hint_format::entry_header_size + klen;
+    off += hint_format::entry_header_size + e.key.size();
   }
 }
 

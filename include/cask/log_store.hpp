@@ -1868,36 +1868,18 @@ class log_store {
                                  [](const auto& p, std::uint32_t v) { return p->id() < v; });
       return it != segs.end() && (*it)->id() == id ? std::size_t(it - segs.begin()) : SIZE_MAX;
     };
-    /// A record as recovery compares it: read from its hint entry or, in a
-    /// scanned segment, from its header (checked by the scan).
-    struct indexed {
-      std::span<const std::byte> key;
-      std::uint64_t seq = 0;
-      std::uint32_t size = 0;
-      std::uint8_t flags = 0;
-    };
     auto bytes_at = [&](std::size_t i, std::uint32_t where) {
       const std::byte* h = hints[i].data();
       return (h ? h : segs[i]->data()) + where;
     };
+    /// A record as recovery compares it: its hint entry or, in a scanned
+    /// segment, what its header (checked by the scan) says.
     auto indexed_at = [&](std::size_t i, std::uint32_t where) {
-      indexed r;
       const std::byte* e = bytes_at(i, where);
-      if (hints[i].data()) {
-        r.seq = detail::load_u64(e);
-        r.size = detail::load_u32(e + 12);
-        r.flags = std::to_integer<std::uint8_t>(e[16]);
-        r.key = {e + hint_format::entry_header_size, detail::load_u32(e + 17)};
-      } else {
-        format::record_view o;
-        const segment_type& sg = *segs[i];
-        (void)format::parse_record_header(e, static_cast<std::size_t>(sg.capacity() - where), o);
-        r.seq = o.seq;
-        r.size = o.size;
-        r.flags = o.flags;
-        r.key = o.key;
-      }
-      return r;
+      if (hints[i].data()) return hint_entry_at(e);
+      format::record_view o;
+      (void)format::parse_record_header(e, static_cast<std::size_t>(segs[i]->capacity() - where), o);
+      return hint_entry{o.seq, where, o.size, o.flags, o.key};
     };
     /// What one applying thread found in one segment: count changes for
     /// every segment so far (added to their atomic counters after the
@@ -2006,13 +1988,13 @@ class log_store {
               return true;
             });
           }
-          const indexed r = indexed_at(seg_index, refs[k].where);
+          const hint_entry r = indexed_at(seg_index, refs[k].where);
           w.max_seq = std::max(w.max_seq, r.seq);
           w.min_seq = std::min(w.min_seq, r.seq);
           const bool tomb = (r.flags & format::tombstone) != 0;
           w.any_tombstone = w.any_tombstone || tomb;
           std::size_t old_index = SIZE_MAX;
-          indexed o;
+          hint_entry o;
           const auto old = s.keydir.upsert(
               refs[k].hash, location{p.id, refs[k].where, tomb},
               [&](location l) {
@@ -2104,7 +2086,7 @@ class log_store {
               },
               [&](location l) -> std::optional<location> {
                 if (l.tombstone) return std::nullopt;
-                if (const std::byte* e = hint_entry_of(l)) l.offset = detail::load_u32(e + 8);
+                if (const std::byte* e = hint_entry_of(l)) l.offset = hint_entry_at(e).offset;
                 return l;
               });
         }
