@@ -1650,8 +1650,8 @@ class log_store {
     /// One record, as the keydir needs it: its key's hash and the offset of
     /// what describes it, its hint entry (from_hint) or the record itself.
     struct ref {
-      std::uint64_t hash;
-      std::uint32_t where;
+      std::uint64_t hash;   ///< of the record's key
+      std::uint32_t where;  ///< offset of its hint entry (from_hint) or of the record
     };
     /// The records in file order, split by keydir shard: refs[i] holds those
     /// of the shards k with k % recovery_parts == i, applied by one thread.
