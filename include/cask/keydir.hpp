@@ -266,21 +266,13 @@ class hash_keydir {
         --s.live;
         ++removed;
       } else if (nt) {
-        std::size_t j = nt->home(hv);
-        while (nt->slots[j].hash.load(std::memory_order_relaxed) != empty_hash) j = nt->next(j);
-        nt->slots[j].loc.store(to->pack(), std::memory_order_relaxed);
-        nt->slots[j].hash.store(hv, std::memory_order_relaxed);
+        place(*nt, hv, to->pack());
       } else {
         t->slots[i].loc.store(to->pack(), std::memory_order_release);
       }
     }
     live_.fetch_sub(removed, std::memory_order_relaxed);
-    if (nt) {
-      s.t.store(nt, std::memory_order_release);
-      s.used = s.live;
-      epoch_.synchronize();
-      delete t;
-    }
+    if (nt) install(s, nt, s.live);
     return removed;
   }
 
@@ -346,14 +338,26 @@ class hash_keydir {
     for (std::size_t i = 0; i < old->capacity(); ++i) {
       const std::uint64_t hv = old->slots[i].hash.load(std::memory_order_relaxed);
       if (hv < 2) continue;
-      std::size_t j = nt->home(hv);
-      while (nt->slots[j].hash.load(std::memory_order_relaxed) != empty_hash) j = nt->next(j);
-      nt->slots[j].loc.store(old->slots[i].loc.load(std::memory_order_relaxed), std::memory_order_relaxed);
-      nt->slots[j].hash.store(hv, std::memory_order_relaxed);
+      place(*nt, hv, old->slots[i].loc.load(std::memory_order_relaxed));
       ++moved;
     }
+    install(s, nt, moved);
+  }
+
+  /// Puts an entry into a table no reader sees yet.
+  static void place(table& t, std::uint64_t h, std::uint64_t loc) noexcept {
+    std::size_t j = t.home(h);
+    while (t.slots[j].hash.load(std::memory_order_relaxed) != empty_hash) j = t.next(j);
+    t.slots[j].loc.store(loc, std::memory_order_relaxed);
+    t.slots[j].hash.store(h, std::memory_order_relaxed);
+  }
+
+  /// Publishes `nt`, holding `live` entries, as shard `s`'s table, and frees
+  /// the old one after a grace period.
+  void install(shard& s, table* nt, std::size_t live) {
+    table* old = s.t.load(std::memory_order_relaxed);
     s.t.store(nt, std::memory_order_release);
-    s.used = s.live = moved;
+    s.used = s.live = live;
     epoch_.synchronize();
     delete old;
   }
