@@ -40,6 +40,7 @@
 #include <algorithm>
 #include <array>
 #include <concepts>
+#include <chrono>
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
@@ -495,6 +496,15 @@ class log_store {
     bool sync_running = false;
     std::uint64_t durable_seq = 0;
     std::uint64_t active_flushed = 0;  // bytes of the active segment known durable
+    // Group commit (see sync_to): callers inside sync_to() waiting for their
+    // record, how many of them the last flush covered and how long it took,
+    // and whether a leader is gathering callers before its flush.
+    std::condition_variable gather_cv;
+    std::size_t sync_pending = 0;   // callers waiting that no flush has claimed yet
+    std::uint64_t sync_claims = 0;  // leaders that claimed the pending callers
+    std::size_t last_group = 0;
+    std::chrono::steady_clock::duration last_flush{};
+    bool gathering = false;
 
     // Background flush (sync_interval).
     std::thread flusher;
@@ -974,15 +984,45 @@ class log_store {
   /// Returns once every record with sequence <= target is durable. One caller
   /// flushes at a time; the others wait and usually find their record flushed
   /// by it (group commit).
+  ///
+  /// A caller whose record the last flush covered returns, and typically comes
+  /// back at once with its next record; without help it would miss the flush
+  /// that another caller starts meanwhile, and the callers would split into
+  /// two groups flushing in turn. So a leader whose last flush covered more
+  /// callers than are waiting now first waits until as many are back, for at
+  /// most a quarter of that flush's duration (the bound of the latency it can
+  /// add). A lone writer never waits: its last group was itself.
   static void sync_to(state& s, std::uint64_t target, std::error_code& ec, detail::error_site* site) {
     std::unique_lock lk(s.sync_mu);
+    if (s.durable_seq >= target) return;
+    ++s.sync_pending;
+    struct leave {
+      state& s;
+      std::uint64_t claims;
+      // Unless a leader claimed this caller (and so stopped counting it), it
+      // is still counted. Runs before lk unlocks: lk is held at every return.
+      ~leave() {
+        if (s.sync_claims == claims) --s.sync_pending;
+      }
+    } const left{s, s.sync_claims};
     while (s.durable_seq < target) {
       if (s.failed.load(std::memory_order_relaxed)) return void(ec = make_error_code(errc::store_failed));
       if (s.sync_running) {
+        if (s.gathering && s.sync_pending >= s.last_group) s.gather_cv.notify_one();
         s.sync_cv.wait(lk);
         continue;
       }
       s.sync_running = true;
+      if (s.sync_pending < s.last_group) {
+        s.gathering = true;
+        s.gather_cv.wait_for(lk, s.last_flush / 4, [&] { return s.sync_pending >= s.last_group; });
+        s.gathering = false;
+      }
+      // Every pending caller put its record before it came in, so the flush
+      // below covers it: claim them all.
+      const std::size_t group = s.sync_pending;
+      s.sync_pending = 0;
+      ++s.sync_claims;
       lk.unlock();
       std::shared_ptr<segment_type> seg;
       std::uint64_t from = 0, to = 0, seq = 0;
@@ -996,7 +1036,9 @@ class log_store {
         from = s.active_flushed;
       }
       std::error_code e;
+      const auto t0 = std::chrono::steady_clock::now();
       if (seg && to > from) seg->map().flush(static_cast<std::size_t>(from), static_cast<std::size_t>(to - from), e);
+      const auto took = std::chrono::steady_clock::now() - t0;
       lk.lock();
       s.sync_running = false;
       if (e) {
@@ -1005,6 +1047,8 @@ class log_store {
         detail::set_error(ec, site, e, seg->path(), from);
         return;
       }
+      s.last_group = group;
+      s.last_flush = took;
       if (seg && s.active_raw.load(std::memory_order_relaxed) == seg.get()) s.active_flushed = std::max(s.active_flushed, to);
       s.durable_seq = std::max(s.durable_seq, seq);
       s.sync_cv.notify_all();
