@@ -220,6 +220,8 @@ class faulty_io {
     void flush(std::size_t off, std::size_t len, std::error_code& ec) {
       if (plan_->step(call_flush, path_, ec)) m_.flush(off, len, ec);
     }
+    /// Only a hint (never fails a store), so not a counted call.
+    bool prefault(std::size_t off, std::size_t len) const noexcept { return m_.prefault(off, len); }
 
    private:
     cask::posix_io::mapping m_;

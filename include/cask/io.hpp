@@ -20,6 +20,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -155,6 +156,27 @@ class posix_io {
       const std::size_t start = off & ~(page - 1);
       errno = 0;
       if (!region_.flush(start, len + (off - start), /*async=*/false)) ec = detail::errno_code(errno ? errno : EIO);
+    }
+
+    /// Maps the pages of [off, off + len) writable now, taking the page
+    /// faults the first writes to them would take (madvise
+    /// MADV_POPULATE_WRITE, Linux 5.14 and later). Only a hint, safe beside
+    /// writes to other pages of the mapping: returns false, and changes
+    /// nothing, where it is unsupported or fails (past the file's end, say).
+    /// log_store calls it from a background thread ahead of the writer
+    /// (options::prefault_bytes); an I/O policy may leave it out.
+    bool prefault(std::size_t off, std::size_t len) const noexcept {
+#ifdef __linux__
+      constexpr int populate_write = 23;  // MADV_POPULATE_WRITE, in case the C library's headers predate it
+      const std::size_t page = boost::interprocess::mapped_region::get_page_size();
+      const std::size_t start = off & ~(page - 1);
+      if (!writable_ || len == 0 || off + len > size()) return false;
+      return ::madvise(data() + start, len + (off - start), populate_write) == 0;
+#else
+      (void)off;
+      (void)len;
+      return false;
+#endif
     }
 
    private:

@@ -506,6 +506,18 @@ class log_store {
     std::chrono::steady_clock::duration last_flush{};
     bool gathering = false;
 
+    // Prefaulting (options::prefault_bytes): the thread that maps the active
+    // segment's pages ahead of the writer, and the range it is asked to map
+    // (under prefault_mu). prefault_asked, under write_mu, is the offset of
+    // the active segment up to which mapping was asked.
+    std::thread prefaulter;
+    std::mutex prefault_mu;
+    std::condition_variable prefault_cv;
+    bool prefault_stop = false;
+    std::shared_ptr<segment_type> prefault_seg;
+    std::uint64_t prefault_from = 0, prefault_to = 0;
+    std::uint64_t prefault_asked = 0;
+
     // Background flush (sync_interval).
     std::thread flusher;
     std::mutex flusher_mu;
@@ -789,7 +801,60 @@ class log_store {
       std::lock_guard lk(s.sync_mu);
       s.active_flushed = 0;
     }
+    s.prefault_asked = 0;
+    ask_prefault(s);
     publish_table(s, s.segtab_owner->with(std::move(seg)));
+  }
+
+  /// Whether the I/O policy's mappings can be prefaulted (posix_io's can).
+  static constexpr bool can_prefault = requires(const typename io_type::mapping& m) { m.prefault(0, 0); };
+
+  /// Asks the prefaulting thread to map the active segment's pages up to
+  /// prefault_bytes past the tail (called when the tail comes within half of
+  /// that of what was asked). Under write_mu. A request the thread has not
+  /// taken yet is extended; one for a segment since sealed is replaced.
+  static void ask_prefault(state& s) {
+    if constexpr (can_prefault) {
+      if (!s.active || s.opts.prefault_bytes == 0 || s.opts.read_only) return void(s.prefault_asked = ~std::uint64_t{0});
+      const std::uint64_t cap = s.active->capacity();
+      const std::uint64_t from = std::max(s.prefault_asked, s.tail);
+      const std::uint64_t to = std::min(cap, s.tail + s.opts.prefault_bytes);
+      // Past the end, nothing more to ask: the next segment asks again.
+      s.prefault_asked = to >= cap ? ~std::uint64_t{0} : to;
+      if (to <= from) return;
+      {
+        std::lock_guard lk(s.prefault_mu);
+        if (s.prefault_seg != s.active) {
+          s.prefault_seg = s.active;
+          s.prefault_from = from;
+        }
+        s.prefault_to = to;
+      }
+      s.prefault_cv.notify_one();
+    } else {
+      s.prefault_asked = ~std::uint64_t{0};
+    }
+  }
+
+  /// The prefaulting thread: maps what ask_prefault() asks, 1 MiB at a time.
+  static void prefault_loop(state& s)
+    requires can_prefault
+  {
+    std::unique_lock lk(s.prefault_mu);
+    for (;;) {
+      s.prefault_cv.wait(lk, [&] { return s.prefault_stop || s.prefault_seg; });
+      if (s.prefault_stop) return;
+      const std::shared_ptr<segment_type> seg = std::move(s.prefault_seg);
+      const std::uint64_t from = s.prefault_from, to = s.prefault_to;
+      s.prefault_seg.reset();
+      lk.unlock();
+      // The segment may be sealed meanwhile: past its new end, prefault() fails and maps nothing.
+      constexpr std::uint64_t chunk = std::uint64_t{1} << 20;
+      for (std::uint64_t off = from; off < to; off += chunk)
+        if (!seg->map().prefault(static_cast<std::size_t>(off), static_cast<std::size_t>(std::min(chunk, to - off))))
+          break;
+      lk.lock();
+    }
   }
 
   /// Creates segment `id` with `capacity` bytes, preallocated, mapped
@@ -923,6 +988,7 @@ class log_store {
       seg.set_end(s->tail);
       seg.counters().note_seq(seq);
       s->written_seq.store(seq, std::memory_order_relaxed);
+      if (s->tail + s->opts.prefault_bytes / 2 > s->prefault_asked) ask_prefault(*s);
 
       const std::span<const std::byte> kb(p + format::record_header_size, klen);
       segment_type* old_seg = nullptr;
@@ -965,6 +1031,7 @@ class log_store {
       seg.set_end(s->tail);
       seg.counters().note_seq(seq);
       s->written_seq.store(seq, std::memory_order_relaxed);
+      if (s->tail + s->opts.prefault_bytes / 2 > s->prefault_asked) ask_prefault(*s);
       // The rotation above may have replaced the table; look the old segment up again.
       old_seg = s->segtab_owner->find(existing->segment);
       s->keydir.erase(h, [&](location l) { return l == *existing; });
@@ -1060,6 +1127,7 @@ class log_store {
     std::unique_ptr<state> s = std::move(s_);
     s->stopping.store(true);
     stop_thread(s->flusher, s->flusher_mu, s->flusher_cv, s->flusher_stop);
+    stop_thread(s->prefaulter, s->prefault_mu, s->prefault_cv, s->prefault_stop);
     stop_thread(s->maint, s->maint_mu, s->maint_cv, s->maint_stop);
     if (!s->opts.read_only) {
       std::lock_guard lk(s->write_mu);
@@ -1549,6 +1617,8 @@ class log_store {
     if (!opts.read_only) {
       state* raw = s.get();
       raw->maint = std::thread([raw] { maintenance(*raw); });
+      if constexpr (can_prefault)
+        if (opts.prefault_bytes > 0) raw->prefaulter = std::thread([raw] { prefault_loop(*raw); });
     }
     if constexpr (sync_type::background) {
       if (!opts.read_only) {

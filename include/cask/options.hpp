@@ -87,6 +87,15 @@ struct options {
   /// a segment of its own.
   std::uint64_t max_segment_bytes = std::uint64_t{128} << 20;
 
+  /// How far ahead of the writer a background thread maps the active
+  /// segment's pages writable (see posix_io::mapping::prefault), so that the
+  /// writer does not take a page fault every 4 KiB it appends (about 7 us
+  /// each on a virtual machine, a fifth of a 100-byte put). Default 8 MiB;
+  /// 0: no such thread, the writer takes its own page faults. Pages mapped
+  /// ahead are zeros, dirty in the page cache until written back or cut off
+  /// when the segment is sealed.
+  std::uint64_t prefault_bytes = std::uint64_t{8} << 20;
+
   /// Period of the background flush under sync_interval. Default 1 s: a crash
   /// of the machine (not of the process) loses at most about this much.
   std::chrono::milliseconds sync_interval{1000};
