@@ -89,8 +89,9 @@ struct options {
 
   /// How far ahead of the writer a background thread maps the active
   /// segment's pages writable (see posix_io::mapping::prefault), so that the
-  /// writer does not take a page fault every 4 KiB it appends (about 7 us
-  /// each on a virtual machine, a fifth of a 100-byte put). Default 8 MiB;
+  /// writer does not take a page fault every 4 KiB it appends (2 to 7 us
+  /// each on a virtual machine: up to a fifth of the time of 100-byte
+  /// puts; see docs/DESIGN.md for what it gains). Default 8 MiB;
   /// 0: no such thread, the writer takes its own page faults. Pages mapped
   /// ahead are zeros, dirty in the page cache until written back or cut off
   /// when the segment is sealed.
