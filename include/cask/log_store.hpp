@@ -815,7 +815,7 @@ class log_store {
   /// taken yet is extended; one for a segment since sealed is replaced.
   static void ask_prefault(state& s) {
     if constexpr (can_prefault) {
-      if (!s.active || s.opts.prefault_bytes == 0 || s.opts.read_only) return void(s.prefault_asked = ~std::uint64_t{0});
+      if (!s.active || s.opts.prefault_bytes == 0) return void(s.prefault_asked = ~std::uint64_t{0});
       const std::uint64_t cap = s.active->capacity();
       const std::uint64_t from = std::max(s.prefault_asked, s.tail);
       const std::uint64_t to = std::min(cap, s.tail + s.opts.prefault_bytes);
