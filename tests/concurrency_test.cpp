@@ -413,11 +413,12 @@ BOOST_AUTO_TEST_CASE(durable_writers_share_flushes_and_every_acknowledged_put_la
   o.merge.background = false;
   {
     auto db = slow_durable_store::open(d.path(), o, io);
-    io.plan().armed = true;  // counts nothing (fail_at is -1); runs the hook
+    io.plan().armed = true;  // fails nothing (fail_at is -1); runs the hook
     std::vector<std::thread> ts;
     for (int t = 0; t < writers; ++t)
       ts.emplace_back([&, t] {
-        for (int i = 0; i < puts_each; ++i) db.put(key_of(static_cast<std::uint64_t>(t * 1000 + i)), value_of(static_cast<std::uint64_t>(i)));
+        for (int i = 0; i < puts_each; ++i)
+          db.put(key_of(static_cast<std::uint64_t>(t * 1000 + i)), value_of(static_cast<std::uint64_t>(i)));
       });
     for (auto& t : ts) t.join();
     io.plan().armed = false;
@@ -430,5 +431,6 @@ BOOST_AUTO_TEST_CASE(durable_writers_share_flushes_and_every_acknowledged_put_la
   BOOST_TEST(db.size() == static_cast<std::size_t>(puts));
   for (int t = 0; t < writers; ++t)
     for (int i = 0; i < puts_each; ++i)
-      BOOST_REQUIRE(db.get(key_of(static_cast<std::uint64_t>(t * 1000 + i))) == value_of(static_cast<std::uint64_t>(i)));
+      BOOST_REQUIRE(db.get(key_of(static_cast<std::uint64_t>(t * 1000 + i))) ==
+                    value_of(static_cast<std::uint64_t>(i)));
 }
