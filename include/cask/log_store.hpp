@@ -806,6 +806,18 @@ class log_store {
     publish_table(s, s.segtab_owner->with(std::move(seg)));
   }
 
+  /// Accounts for the record of `size` bytes with sequence `seq` just written
+  /// at the tail of the active segment `seg`, and asks for more pages to be
+  /// mapped ahead when the tail nears what was asked. Under write_mu.
+  static void appended(state& s, segment_type& seg, std::uint64_t seq, std::uint64_t size) {
+    s.next_seq = seq + 1;
+    s.tail += size;
+    seg.set_end(s.tail);
+    seg.counters().note_seq(seq);
+    s.written_seq.store(seq, std::memory_order_relaxed);
+    if (s.tail + s.opts.prefault_bytes / 2 > s.prefault_asked) ask_prefault(s);
+  }
+
   /// Whether the I/O policy's mappings can be prefaulted (posix_io's can).
   static constexpr bool can_prefault = requires(const typename io_type::mapping& m) { m.prefault(0, 0); };
 
@@ -815,7 +827,7 @@ class log_store {
   /// taken yet is extended; one for a segment since sealed is replaced.
   static void ask_prefault(state& s) {
     if constexpr (can_prefault) {
-      if (!s.active || s.opts.prefault_bytes == 0) return void(s.prefault_asked = ~std::uint64_t{0});
+      if (s.opts.prefault_bytes == 0) return void(s.prefault_asked = ~std::uint64_t{0});
       const std::uint64_t cap = s.active->capacity();
       const std::uint64_t from = std::max(s.prefault_asked, s.tail);
       const std::uint64_t to = std::min(cap, s.tail + s.opts.prefault_bytes);
@@ -983,12 +995,7 @@ class log_store {
       Codec::encode(key, p + format::record_header_size);
       Codec::encode(value, p + format::record_header_size + klen);
       format::seal_record<checksum_type>(p, static_cast<std::size_t>(size));
-      s->next_seq = seq + 1;
-      s->tail += size;
-      seg.set_end(s->tail);
-      seg.counters().note_seq(seq);
-      s->written_seq.store(seq, std::memory_order_relaxed);
-      if (s->tail + s->opts.prefault_bytes / 2 > s->prefault_asked) ask_prefault(*s);
+      appended(*s, seg, seq, size);
 
       const std::span<const std::byte> kb(p + format::record_header_size, klen);
       segment_type* old_seg = nullptr;
@@ -1026,12 +1033,7 @@ class log_store {
       format::encode_record_header(p, seq, format::tombstone, static_cast<std::uint32_t>(kb.size()), 0);
       if (!kb.empty()) std::memcpy(p + format::record_header_size, kb.data(), kb.size());
       format::seal_record<checksum_type>(p, static_cast<std::size_t>(size));
-      s->next_seq = seq + 1;
-      s->tail += size;
-      seg.set_end(s->tail);
-      seg.counters().note_seq(seq);
-      s->written_seq.store(seq, std::memory_order_relaxed);
-      if (s->tail + s->opts.prefault_bytes / 2 > s->prefault_asked) ask_prefault(*s);
+      appended(*s, seg, seq, size);
       // The rotation above may have replaced the table; look the old segment up again.
       old_seg = s->segtab_owner->find(existing->segment);
       s->keydir.erase(h, [&](location l) { return l == *existing; });
