@@ -57,6 +57,7 @@ cask::options base_options() {
   cask::options o;
   o.max_segment_bytes = 4096;    // the smallest preallocation: these tests open thousands of stores
   o.merge.background = false;    // merges only where the test asks for them
+  o.keydir_snapshot = false;     // its damage is snapshot_test.cpp's
   return o;
 }
 

@@ -35,6 +35,7 @@ cask::options opts() {
   cask::options o;
   o.max_segment_bytes = 4096;
   o.merge.background = false;
+  o.keydir_snapshot = false;  // what a clean restart would load instead of the hints (snapshot_test.cpp)
   return o;
 }
 /// A closed store of a few segments with overwrites and erases; hint files for all.

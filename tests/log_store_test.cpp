@@ -423,8 +423,7 @@ BOOST_AUTO_TEST_CASE(pages_mapped_ahead_never_stay_in_sealed_segments) {
   BOOST_TEST(segment_files(d.path()).size() >= 5u);
   std::vector<cask::recovery_event> events;
   o.reporter = [&](const cask::recovery_event& e) { events.push_back(e); };
-  for (const auto& e : std::filesystem::directory_iterator(d.path()))
-    if (e.path().extension() == ".hint") std::filesystem::remove(e.path());  // scan every segment
+  remove_index_files(d.path());  // scan every segment
   auto db = string_store::open(d.path(), o);
   BOOST_TEST(events.empty());
   BOOST_TEST(db.size() == m.size());

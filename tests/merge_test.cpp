@@ -176,8 +176,7 @@ BOOST_AUTO_TEST_CASE(a_merge_under_skip_compacts_past_the_damage_recovery_skippe
     BOOST_TEST(r.segments_in == 0u);
     for (const auto& [k, v] : m) BOOST_REQUIRE(db.get(k) == std::optional<std::string>(v));
   }
-  for (const auto& e : std::filesystem::directory_iterator(d.path()))
-    if (e.path().extension() == ".hint") std::filesystem::remove(e.path());
+  remove_index_files(d.path());
   std::vector<cask::recovery_event> events;
   {
     skip.reporter = [&](const cask::recovery_event& e) { events.push_back(e); };

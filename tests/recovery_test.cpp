@@ -185,8 +185,7 @@ struct sealed_fixture {
     seg0 = segment_files(d / "ref").at(0);
     // Without hint files open scans (and so checks) every record; with them,
     // damage is found when the record is read (hint_test.cpp).
-    for (const auto& e : std::filesystem::directory_iterator(d / "ref"))
-      if (e.path().extension() == ".hint") std::filesystem::remove(e.path());
+    remove_index_files(d / "ref");
   }
 };
 }  // namespace
@@ -315,8 +314,7 @@ BOOST_AUTO_TEST_CASE(damage_in_a_sealed_segment_stays_damage_after_empty_session
       write_file(d / "0000000003.cask", {});  // a crash while creating the next segment
     auto segs = segment_files(d.path());
     BOOST_REQUIRE_EQUAL(segs.size(), 3u);
-    for (const auto& e : std::filesystem::directory_iterator(d.path()))
-      if (e.path().extension() == ".hint") std::filesystem::remove(e.path());
+    remove_index_files(d.path());
     // Damage the last record of the newest sealed segment.
     auto b = read_file(segs[1]);
     b[b.size() - 3] = static_cast<char>(b[b.size() - 3] ^ 0x40);

@@ -64,6 +64,15 @@ inline std::vector<std::filesystem::path> segment_files(const std::filesystem::p
   return v;
 }
 
+/// Removes the hint files and the keydir snapshot of a closed store, so that
+/// its next open scans (and so checks) every segment.
+inline void remove_index_files(const std::filesystem::path& dir) {
+  std::vector<std::filesystem::path> v;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().extension() == ".hint" || e.path().filename() == "KEYDIR") v.push_back(e.path());
+  for (const auto& p : v) std::filesystem::remove(p);
+}
+
 /// A copy of a whole store directory.
 inline void copy_dir(const std::filesystem::path& from, const std::filesystem::path& to) {
   std::filesystem::remove_all(to);

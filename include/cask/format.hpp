@@ -25,7 +25,7 @@ inline constexpr std::array<std::byte, 8> magic = {std::byte{0x89}, std::byte{'C
 inline constexpr std::uint16_t version = 1;
 inline constexpr std::size_t file_header_size = 32;
 
-enum class file_kind : std::uint16_t { segment = 1, hint = 2, merge_manifest = 3 };
+enum class file_kind : std::uint16_t { segment = 1, hint = 2, merge_manifest = 3, keydir_snapshot = 4 };
 
 /// The fields of a file header (FORMAT.md "File header").
 struct file_header {

@@ -26,10 +26,12 @@
 // bool(location) that says whether the record at a location holds the key.
 #pragma once
 
+#include <cask/detail/endian.hpp>
 #include <cask/detail/epoch.hpp>
 
 #include <atomic>
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -308,6 +310,135 @@ class hash_keydir {
     h = normalize(h);
     const table* t = shard_of(h).t.load(std::memory_order_relaxed);
     __builtin_prefetch(&t->slots[t->home(h)]);
+  }
+
+  // ---- images (log_store's keydir snapshot, FORMAT.md "Keydir snapshot") ----
+
+  /// The layout of save_image(); an image of another layout is never loaded.
+  static constexpr std::uint32_t image_layout = 1;
+
+  /// Tables read by load_image(), not yet in use; install_image() puts them in place.
+  class image {
+    friend class hash_keydir;
+    std::array<std::unique_ptr<table>, shard_count> tables;
+    std::array<std::size_t, shard_count> live{}, used{};
+  };
+
+  /// Writes the tables as they are, by out(const std::byte*, std::size_t):
+  /// for each shard its capacity, live and used counts (three u64), then
+  /// every slot of every shard as two u64, the hash and the packed location
+  /// (0 and 1 are the empty and erased markers), little-endian. Writer side,
+  /// with no mutator running.
+  template <class Out>
+  void save_image(Out&& out) const {
+    std::array<std::byte, 24 * shard_count> head;
+    for (std::size_t k = 0; k < shard_count; ++k) {
+      const shard& s = shards_[k];
+      detail::store_u64(head.data() + 24 * k, s.t.load(std::memory_order_relaxed)->capacity());
+      detail::store_u64(head.data() + 24 * k + 8, s.live);
+      detail::store_u64(head.data() + 24 * k + 16, s.used);
+    }
+    out(head.data(), head.size());
+    constexpr std::size_t batch = 4096;
+    auto buf = std::make_unique<std::byte[]>(batch * 16);
+    for (const shard& s : shards_) {
+      const table* t = s.t.load(std::memory_order_relaxed);
+      for (std::size_t i = 0; i < t->capacity(); i += batch) {
+        const std::size_t n = std::min(batch, t->capacity() - i);
+        for (std::size_t j = 0; j < n; ++j) {
+          detail::store_u64(buf.get() + 16 * j, t->slots[i + j].hash.load(std::memory_order_relaxed));
+          detail::store_u64(buf.get() + 16 * j + 8, t->slots[i + j].loc.load(std::memory_order_relaxed));
+        }
+        out(buf.get(), n * 16);
+      }
+    }
+  }
+
+  /// Reads what save_image() wrote by in(std::byte*, std::size_t) -> bool
+  /// (false: the bytes ran out) into `im`. Returns false, and leaves no
+  /// tables in `im`, unless the bytes are a consistent set of tables: at
+  /// most `max_slots` slots in all, every shard's counts true to its slots
+  /// and below the maximum load, every entry in its own shard, reachable
+  /// from its home slot, and at a location for which valid(location) holds.
+  template <class In, class Valid>
+  static bool load_image(In&& in, std::uint64_t max_slots, Valid&& valid, image& im) {
+    im = image{};
+    std::array<std::byte, 24 * shard_count> head;
+    if (!in(head.data(), head.size())) return false;
+    std::uint64_t total = 0;
+    std::array<std::size_t, shard_count> caps{};
+    for (std::size_t k = 0; k < shard_count; ++k) {
+      const std::uint64_t cap = detail::load_u64(head.data() + 24 * k);
+      const std::uint64_t live = detail::load_u64(head.data() + 24 * k + 8);
+      const std::uint64_t used = detail::load_u64(head.data() + 24 * k + 16);
+      if (cap < min_capacity || cap > max_slots || live > used || over_max(static_cast<std::size_t>(used), static_cast<std::size_t>(cap)))
+        return false;
+      total += cap;
+      if (total > max_slots) return false;
+      caps[k] = static_cast<std::size_t>(cap);
+      im.live[k] = static_cast<std::size_t>(live);
+      im.used[k] = static_cast<std::size_t>(used);
+    }
+    constexpr std::size_t batch = 4096;
+    auto buf = std::make_unique<std::byte[]>(batch * 16);
+    bool ok = true;
+    for (std::size_t k = 0; k < shard_count && ok; ++k) {
+      auto t = std::make_unique<table>(caps[k]);
+      std::size_t live = 0, erased = 0;
+      // Every entry must be found from its home slot: no empty slot may lie
+      // between. Slots are read in order, so this needs the last empty slot
+      // seen and, for entries whose probe wrapped past the end, the lowest
+      // home of theirs (no empty slot may follow it).
+      std::size_t last_empty = SIZE_MAX, wrapped_home = SIZE_MAX;
+      for (std::size_t i = 0; i < caps[k] && ok; i += batch) {
+        const std::size_t n = std::min(batch, caps[k] - i);
+        if (!in(buf.get(), n * 16)) {
+          ok = false;
+          break;
+        }
+        for (std::size_t j = 0; j < n; ++j) {
+          const std::uint64_t h = detail::load_u64(buf.get() + 16 * j);
+          const std::uint64_t l = detail::load_u64(buf.get() + 16 * j + 8);
+          if (h == erased_hash) {
+            ++erased;
+          } else if (h == empty_hash) {
+            last_empty = i + j;
+            ok = ok && l == 0;
+          } else {
+            ++live;
+            const std::size_t home = t->home(h);
+            if (home <= i + j) {
+              ok = ok && (last_empty == SIZE_MAX || last_empty < home);
+            } else {
+              ok = ok && last_empty == SIZE_MAX;
+              wrapped_home = std::min(wrapped_home, home);
+            }
+            ok = ok && (h & (shard_count - 1)) == k && (l & location::tombstone_bit) == 0 && valid(location::unpack(l));
+          }
+          t->slots[i + j].hash.store(h, std::memory_order_relaxed);
+          t->slots[i + j].loc.store(l, std::memory_order_relaxed);
+        }
+      }
+      if (live != im.live[k] || live + erased != im.used[k]) ok = false;
+      if (wrapped_home != SIZE_MAX && last_empty != SIZE_MAX && last_empty >= wrapped_home) ok = false;
+      if (ok) im.tables[k] = std::move(t);
+    }
+    if (!ok) im = image{};
+    return ok;
+  }
+
+  /// Puts the tables of `im` (from a load_image() that succeeded) in place
+  /// of this keydir's, which must be empty and unseen by readers (recovery).
+  void install_image(image&& im) {
+    std::size_t live = 0;
+    for (std::size_t k = 0; k < shard_count; ++k) {
+      shard& s = shards_[k];
+      delete s.t.exchange(im.tables[k].release(), std::memory_order_release);
+      s.live = im.live[k];
+      s.used = im.used[k];
+      live += s.live;
+    }
+    live_.store(live, std::memory_order_relaxed);
   }
 
   /// Live entries. Thread-safe.

@@ -117,6 +117,7 @@ struct store_stats {
   std::uint64_t recovered_skipped_records = 0;  ///< corrupt records skipped at open (corruption_policy::skip)
   std::uint64_t recovered_from_hints = 0;       ///< segments whose keydir entries came from a hint file at open
   std::uint64_t recovered_by_scan = 0;          ///< segments scanned at open (no valid hint file)
+  bool recovered_from_snapshot = false;         ///< the keydir was loaded from the keydir snapshot at open
   std::vector<segment_stats> per_segment;       ///< ascending by id
 };
 
@@ -437,6 +438,7 @@ class log_store {
     st.recovered_skipped_records = s.skipped_records;
     st.recovered_from_hints = s.segments_from_hints;
     st.recovered_by_scan = s.segments_scanned;
+    st.recovered_from_snapshot = s.from_snapshot;
     detail::epoch_domain::guard g(s.epoch);
     const segment_table_type* tab = s.segtab.load(std::memory_order_seq_cst);
     const segment_type* active = s.active_raw.load(std::memory_order_seq_cst);
@@ -531,6 +533,7 @@ class log_store {
     // skip): a merge may skip the same damage. Set at open, read-only after.
     std::vector<std::uint32_t> scanned_with_damage;
     std::uint64_t segments_from_hints = 0, segments_scanned = 0;
+    bool from_snapshot = false;  // the keydir came from the keydir snapshot
 
     // Merging and hint writing: the maintenance thread, and merge() callers.
     std::mutex merge_mu;  // one merge at a time
@@ -1133,16 +1136,22 @@ class log_store {
     stop_thread(s->maint, s->maint_mu, s->maint_cv, s->maint_stop);
     if (!s->opts.read_only) {
       std::lock_guard lk(s->write_mu);
-      if (!s->failed.load() && s->active) {
+      bool sealed = !s->failed.load();
+      if (sealed && s->active) {
         const std::uint32_t id = s->active->id();
         const bool had_records = s->tail > format::file_header_size;
-        if (seal_active(*s, /*closing=*/true, ec, site) && had_records) s->hint_queue.push_back(id);
+        sealed = seal_active(*s, /*closing=*/true, ec, site);
+        if (sealed && had_records) s->hint_queue.push_back(id);
       }
       // Hint files for every sealed segment that lacks one, so a clean restart scans nothing.
       // A hint that cannot be written costs only a scan at the next open.
       for (const std::uint32_t id : s->hint_queue)
         if (auto seg = s->segtab_owner->find_shared(id)) write_hint(*s, *seg);
       s->hint_queue.clear();
+      // And the keydir itself, so that it need not be rebuilt at all. Not
+      // after damage was skipped at open: the next open scans and reports it again.
+      if constexpr (can_snapshot)
+        if (sealed && s->opts.keydir_snapshot && s->scanned_with_damage.empty()) write_snapshot(*s);
     }
     // Segments are unmapped as their last owner (this state or a value_ref) goes.
   }
@@ -1172,6 +1181,225 @@ class log_store {
     std::error_code e;
     write_file_atomically(s.io, s.dir, hint_file_name(seg.id()), std::span<const std::byte>(bytes), e);
     return !e;
+  }
+
+  // ---- the keydir snapshot (FORMAT.md "Keydir snapshot") ----
+
+  static constexpr bool can_snapshot = requires { keydir_type::image_layout; typename keydir_type::image; };
+  static constexpr std::string_view snapshot_name = "KEYDIR";
+  static constexpr std::size_t snapshot_fixed_size = format::file_header_size + 24;
+  static constexpr std::size_t snapshot_segment_size = 64;
+  static constexpr std::size_t snapshot_trailer_size = 16;
+
+  /// Tells one Hasher from another: the hashes of fixed keys of several
+  /// lengths. The keydir holds hashes, so it is loaded only by the same hasher.
+  static std::uint64_t hasher_fingerprint() noexcept {
+    static constexpr char text[] = "cask keydir snapshot: whose hashes are these?";
+    const auto* b = reinterpret_cast<const std::byte*>(text);
+    std::uint64_t f = 0;
+    for (const std::size_t n : {0u, 3u, 8u, 16u, 45u})
+      f = (f ^ static_cast<std::uint64_t>(Hasher{}(std::span<const std::byte>(b, n)))) * 0x9e3779b97f4a7c15ull;
+    return f;
+  }
+
+  /// Writes KEYDIR (at close, with no other thread running): to KEYDIR.tmp,
+  /// then renamed. Not synced: the file only saves time, a trailer checksum
+  /// covers all of it, and open trusts it only when every segment file
+  /// matches it. A snapshot that cannot be written costs only a rebuild.
+  static void write_snapshot(state& s) noexcept {
+    const auto tmp = s.dir / (std::string(snapshot_name) + ".tmp");
+    std::error_code e;
+    try {
+      auto f = s.io.open(tmp, open_mode::create_always, e);
+      if (e) return;
+      std::vector<std::byte> buf;
+      buf.reserve(std::size_t{1} << 20);
+      std::uint64_t off = 0;
+      std::uint32_t crc = 0;
+      auto flush = [&] {
+        if (e || buf.empty()) return;
+        crc = checksum_type::extend(crc, buf.data(), buf.size());
+        f.write_at(buf.data(), buf.size(), off, e);
+        off += buf.size();
+        buf.clear();
+      };
+      auto out = [&](const std::byte* p, std::size_t n) {
+        buf.insert(buf.end(), p, p + n);
+        if (buf.size() >= (std::size_t{1} << 20)) flush();
+      };
+      const auto& segs = s.segtab_owner->all();
+      std::byte fixed[snapshot_fixed_size]{};
+      format::file_header h;
+      h.kind = format::file_kind::keydir_snapshot;
+      h.checksum_id = checksum_type::id;
+      h.codec_id = s.codec_id;
+      format::encode_file_header<checksum_type>(h, fixed);
+      detail::store_u32(fixed + 32, keydir_type::image_layout);
+      detail::store_u32(fixed + 36, static_cast<std::uint32_t>(segs.size()));
+      detail::store_u64(fixed + 40, hasher_fingerprint());
+      detail::store_u64(fixed + 48, s.next_seq - 1);
+      out(fixed, sizeof fixed);
+      for (const auto& seg : segs) {
+        std::byte rec[snapshot_segment_size]{};
+        const auto& c = seg->counters();
+        detail::store_u32(rec, seg->id());
+        detail::store_u64(rec + 8, seg->end());
+        detail::store_u64(rec + 16, c.live_records.load());
+        detail::store_u64(rec + 24, c.live_bytes.load());
+        detail::store_u64(rec + 32, c.dead_records.load());
+        detail::store_u64(rec + 40, c.dead_bytes.load());
+        detail::store_u64(rec + 48, c.min_seq.load());
+        detail::store_u64(rec + 56, c.max_seq.load());
+        out(rec, sizeof rec);
+      }
+      s.keydir.save_image(out);
+      flush();
+      std::byte trailer[snapshot_trailer_size]{};
+      detail::store_u64(trailer, off);
+      detail::store_u32(trailer + 8, format::mask(crc));
+      if (!e) f.write_at(trailer, sizeof trailer, off, e);
+      std::error_code close_ec;
+      f.close(close_ec);
+      if (!e) e = close_ec;
+      if (!e) s.io.rename(tmp, s.dir / snapshot_name, e);
+    } catch (...) {
+      e = make_error_code(errc::store_failed);
+    }
+    if (e) {
+      std::error_code ignored;
+      s.io.remove(tmp, ignored);
+    }
+  }
+
+  /// Loads KEYDIR if it validates and describes exactly the segment files
+  /// `ids` (ascending): their sizes, their headers. Fills `segs` (mapped,
+  /// with their counters) and `max_seq`, and installs the keydir. Returns
+  /// false, with everything as it was, if the snapshot is missing or is not
+  /// used (reported as bad_snapshot), or with `ec` set if reading it failed
+  /// for another reason than its absence.
+  static bool load_snapshot(state& s, const std::vector<std::uint32_t>& ids,
+                            std::vector<std::shared_ptr<segment_type>>& segs, std::uint64_t& max_seq) {
+    const auto path = s.dir / snapshot_name;
+    std::error_code e;
+    auto f = s.io.open(path, open_mode::read, e);
+    if (e) return false;
+    std::string why;
+    std::uint64_t at = 0;
+    auto reject = [&](std::uint64_t off, std::string text) {
+      at = off;
+      why = std::move(text);
+      return false;
+    };
+    auto body = [&]() -> bool {
+      const std::uint64_t size = f.size(e);
+      if (e) return reject(0, "cannot be read: " + e.message());
+      if (size < snapshot_fixed_size + snapshot_trailer_size) return reject(0, "shorter than its header and trailer");
+      std::byte trailer[snapshot_trailer_size];
+      read_exact(f, trailer, sizeof trailer, size - sizeof trailer, e);
+      if (e) return reject(size - sizeof trailer, "cannot be read: " + e.message());
+      const std::uint64_t body_size = size - snapshot_trailer_size;
+      if (detail::load_u64(trailer) != body_size)
+        return reject(body_size, "its trailer gives a length of " + std::to_string(detail::load_u64(trailer)) +
+                                     " bytes; the file holds " + std::to_string(body_size));
+      // Sequential reads through a 1 MiB buffer, checksummed as they come.
+      std::vector<std::byte> buf(std::size_t{1} << 20);
+      std::size_t have = 0, used = 0;
+      std::uint64_t next = 0;
+      std::uint32_t crc = 0;
+      auto in = [&](std::byte* out, std::size_t n) {
+        while (n > 0) {
+          if (used == have) {
+            if (next == body_size) return false;
+            have = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), body_size - next));
+            read_exact(f, buf.data(), have, next, e);
+            if (e) return false;
+            crc = checksum_type::extend(crc, buf.data(), have);
+            next += have;
+            used = 0;
+          }
+          const std::size_t k = std::min(n, have - used);
+          std::memcpy(out, buf.data() + used, k);
+          out += k, used += k, n -= k;
+        }
+        return true;
+      };
+      std::byte fixed[snapshot_fixed_size];
+      if (!in(fixed, sizeof fixed)) return reject(0, "cannot be read");
+      format::file_header h;
+      if (format::decode_file_header<checksum_type>(std::span(fixed), format::file_kind::keydir_snapshot, h) !=
+          format::header_status::ok)
+        return reject(0, "its file header does not validate");
+      if (h.codec_id != s.codec_id || h.checksum_id != checksum_type::id)
+        return reject(12, "written with another codec or checksum");
+      if (detail::load_u32(fixed + 32) != keydir_type::image_layout) return reject(32, "written by another keydir");
+      if (detail::load_u64(fixed + 40) != hasher_fingerprint()) return reject(40, "written with another hasher");
+      const std::uint32_t count = detail::load_u32(fixed + 36);
+      if (count != ids.size())
+        return reject(36, "it lists " + std::to_string(count) + " segments; the directory holds " +
+                              std::to_string(ids.size()));
+      const std::uint64_t seq = detail::load_u64(fixed + 48);
+      std::vector<std::shared_ptr<segment_type>> found;
+      std::vector<std::uint64_t> sizes;
+      for (std::uint32_t i = 0; i < count; ++i) {
+        const std::uint64_t rec_at = snapshot_fixed_size + std::uint64_t{i} * snapshot_segment_size;
+        std::byte rec[snapshot_segment_size];
+        if (!in(rec, sizeof rec)) return reject(rec_at, "cannot be read");
+        const std::uint32_t id = detail::load_u32(rec);
+        const std::uint64_t seg_size = detail::load_u64(rec + 8);
+        const auto seg_path = s.dir / segment_type::file_name(id);
+        if (id != ids[i]) return reject(rec_at, "it lists segment " + segment_type::file_name(id) + "; the directory holds " +
+                                                    segment_type::file_name(ids[i]));
+        auto sf = s.io.open(seg_path, open_mode::read, e);
+        const std::uint64_t actual = e ? 0 : sf.size(e);
+        if (e) return reject(rec_at, segment_type::file_name(id) + " cannot be read: " + e.message());
+        if (actual != seg_size || seg_size < format::file_header_size || seg_size > format::max_segment_size)
+          return reject(rec_at, segment_type::file_name(id) + " is " + std::to_string(actual) +
+                                    " bytes; the snapshot says " + std::to_string(seg_size));
+        auto m = s.io.map(sf, static_cast<std::size_t>(seg_size), false, e);
+        if (e) return reject(rec_at, segment_type::file_name(id) + " cannot be mapped: " + e.message());
+        format::file_header sh;
+        if (format::decode_file_header<checksum_type>(std::span(m.data(), format::file_header_size),
+                                                      format::file_kind::segment, sh) != format::header_status::ok ||
+            sh.codec_id != s.codec_id || sh.checksum_id != checksum_type::id || sh.segment_id != id)
+          return reject(rec_at, segment_type::file_name(id) + ": its header does not match");
+        auto seg = std::make_shared<segment_type>(id, seg_path, std::move(sf), std::move(m), seg_size);
+        auto& c = seg->counters();
+        c.live_records.store(detail::load_u64(rec + 16));
+        c.live_bytes.store(detail::load_u64(rec + 24));
+        c.dead_records.store(detail::load_u64(rec + 32));
+        c.dead_bytes.store(detail::load_u64(rec + 40));
+        c.min_seq.store(detail::load_u64(rec + 48));
+        c.max_seq.store(detail::load_u64(rec + 56));
+        if (c.max_seq.load() > seq || c.live_bytes.load() + c.dead_bytes.load() > seg_size)
+          return reject(rec_at, segment_type::file_name(id) + ": its counts do not add up");
+        sizes.push_back(seg_size);
+        found.push_back(std::move(seg));
+      }
+      typename keydir_type::image im;
+      const bool image_ok = keydir_type::load_image(in, size / 16, [&](location l) {
+        const auto it = std::lower_bound(ids.begin(), ids.end(), l.segment);
+        if (it == ids.end() || *it != l.segment) return false;
+        const std::uint64_t seg_size = sizes[static_cast<std::size_t>(it - ids.begin())];
+        return l.offset >= format::file_header_size && l.offset + format::record_header_size <= seg_size;
+      }, im);
+      if (e) return reject(next, "cannot be read: " + e.message());
+      if (!image_ok) return reject(snapshot_fixed_size + std::uint64_t{count} * snapshot_segment_size,
+                                   "its keydir tables are not consistent");
+      if (used != have || next != body_size) return reject(next - (have - used), "bytes follow the keydir tables");
+      if (format::mask(crc) != detail::load_u32(trailer + 8)) return reject(body_size, "checksum mismatch");
+      s.keydir.install_image(std::move(im));
+      segs = std::move(found);
+      max_seq = seq;
+      return true;
+    };
+    bool ok = false;
+    try {
+      ok = body();
+    } catch (const std::bad_alloc&) {
+      ok = reject(0, "not enough memory to load it");
+    }
+    if (!ok) report(s, recovery_event::kind::bad_snapshot, path, at, 0, why + "; rebuilding the keydir instead");
+    return ok;
   }
 
   /// The maintenance thread: hint files for newly sealed segments, and
@@ -2044,6 +2272,35 @@ class log_store {
       if (!merged) last_active = id;
     }
 
+    // After a clean close, the keydir snapshot spares all of what follows.
+    // A writer removes it either way: once it writes, the snapshot is stale
+    // (and the directory sync that makes its new active segment durable
+    // makes the removal durable too).
+    if constexpr (can_snapshot) {
+      const bool loaded = s.opts.keydir_snapshot && load_snapshot(s, ids, segs, max_seq);
+      if (rw) {
+        std::error_code re;
+        s.io.remove(s.dir / snapshot_name, re);
+        if (re && re != std::errc::no_such_file_or_directory)
+          return detail::set_error(ec, site, re, s.dir / snapshot_name), false;
+      }
+      if (loaded) {
+        s.from_snapshot = true;
+        for (std::size_t i = 0; i < segs.size(); ++i) {
+          const std::uint32_t id = segs[i]->id();
+          if (rw && id == last_active && segs[i]->end() == format::file_header_size) {
+            // No records: rewritten as the new active segment, as below.
+            s.reuse_id = id;
+            segs.erase(segs.begin() + static_cast<std::ptrdiff_t>(i--));
+          } else if (rw && std::find(hinted.begin(), hinted.end(), id) == hinted.end()) {
+            s.hint_queue.push_back(id);
+          }
+        }
+        finish_recovery(s, std::move(segs), max_seq, ids);
+        return true;
+      }
+    }
+
     std::future<prepared> next;
     auto launch = [&](std::size_t idx) {
       if (idx < ids.size())
@@ -2212,13 +2469,20 @@ class log_store {
       remap_part(0);
       for (auto& f : others) f.get();
     }
+    finish_recovery(s, std::move(segs), max_seq, ids);
+    return true;
+  }
+
+  /// What every recovery ends with: the sequence numbers, the next segment
+  /// id, and the segment table readers see.
+  static void finish_recovery(state& s, std::vector<std::shared_ptr<segment_type>> segs, std::uint64_t max_seq,
+                              const std::vector<std::uint32_t>& ids) {
     s.next_seq = max_seq + 1;
     s.written_seq.store(max_seq, std::memory_order_relaxed);
     s.durable_seq = max_seq;
     s.next_id = ids.empty() ? 1 : ids.back() + 1;
     s.segtab_owner = std::make_shared<segment_table_type>(std::move(segs));
     s.segtab.store(s.segtab_owner.get(), std::memory_order_release);
-    return true;
   }
 
   std::unique_ptr<state> s_;

@@ -31,6 +31,7 @@ struct recovery_event {
     removed_temp,     ///< a leftover temporary file was removed
     finished_merge,   ///< a merge interrupted by a crash was completed (or its uncommitted manifest discarded)
     bad_hint,         ///< a hint file did not validate and was ignored; its segment was scanned instead
+    bad_snapshot,     ///< the keydir snapshot did not validate or did not match the segments, and was ignored
   };
   kind what;                   ///< what happened
   std::filesystem::path file;  ///< the file it happened in
@@ -96,6 +97,15 @@ struct options {
   /// ahead are zeros, dirty in the page cache until written back or cut off
   /// when the segment is sealed.
   std::uint64_t prefault_bytes = std::uint64_t{8} << 20;
+
+  /// Write the keydir to the file KEYDIR at a clean close, and load it at
+  /// open when it matches the segment files exactly (same ids, same sizes),
+  /// instead of rebuilding the keydir from hint files and scans. Default
+  /// true. A writer removes the file as it opens, so a crash never leaves a
+  /// snapshot of an older state that matches; a snapshot that does not
+  /// validate is ignored (recovery_event::kind::bad_snapshot). See
+  /// docs/DESIGN.md "Recovery" and docs/FORMAT.md "Keydir snapshot".
+  bool keydir_snapshot = true;
 
   /// Period of the background flush under sync_interval. Default 1 s: a crash
   /// of the machine (not of the process) loses at most about this much.
