@@ -86,6 +86,8 @@ class cask_store_engine {
     r.emplace_back("segments_from_hints", double(st.recovered_from_hints));
     r.emplace_back("segments_scanned", double(st.recovered_by_scan));
 #endif
+    if constexpr (requires { st.recovered_from_snapshot; })
+      r.emplace_back("from_keydir_snapshot", st.recovered_from_snapshot ? 1.0 : 0.0);
     return r;
   }
 
@@ -128,7 +130,7 @@ class cask_engine final : public engine {
     std::error_code ec;
     for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
       const auto n = e.path().filename().string();
-      if (n.find("hint") != std::string::npos) r.push_back(e.path());
+      if (n.find("hint") != std::string::npos || n == "KEYDIR") r.push_back(e.path());
     }
     return r;
   }

@@ -6,6 +6,7 @@
 #include <cask/keydir.hpp>
 
 #include <atomic>
+#include <cstring>
 #include <map>
 #include <random>
 #include <thread>
@@ -239,4 +240,88 @@ BOOST_FIXTURE_TEST_CASE(readers_see_every_stable_key_while_a_writer_churns_and_g
   BOOST_TEST(misses.load() == 0);
   BOOST_TEST(reads.load() > 0);
   BOOST_TEST(kd.size() == 1000u);
+}
+
+// Images (the keydir snapshot): what save_image() writes, load_image() reads
+// back as the same tables; bytes that are not a consistent set of tables are
+// refused even when whoever wrote them computed a valid checksum.
+BOOST_AUTO_TEST_CASE(an_image_loads_back_as_the_same_keydir_and_an_inconsistent_one_is_refused) {
+  cask::detail::epoch_domain epoch;
+  hash_keydir k(epoch);
+  std::map<std::uint64_t, location> want;
+  std::mt19937_64 rng(7);
+  for (std::uint32_t i = 0; i < 5000; ++i) {
+    const std::uint64_t h = rng() | (std::uint64_t{1} << 63);  // never the empty or erased marker
+    const location l{1 + i % 3, 32 + i, false};
+    k.upsert(h, l, [](location) { return false; });
+    want[h] = l;
+  }
+  for (int i = 0; i < 300; ++i) {  // erased markers too
+    auto it = want.begin();
+    std::advance(it, static_cast<long>(rng() % want.size()));
+    const location l = it->second;
+    k.erase(it->first, [&](location x) { return x == l; });
+    want.erase(it);
+  }
+  std::vector<std::byte> img;
+  k.save_image([&](const std::byte* p, std::size_t n) { img.insert(img.end(), p, p + n); });
+  auto load = [&](const std::vector<std::byte>& bytes, hash_keydir::image& im) {
+    std::size_t at = 0;
+    return hash_keydir::load_image(
+        [&](std::byte* out, std::size_t n) {
+          if (bytes.size() - at < n) return false;
+          std::memcpy(out, bytes.data() + at, n);
+          at += n;
+          return true;
+        },
+        bytes.size() / 16, [](location l) { return l.segment >= 1 && l.segment <= 3; }, im) &&
+           at == bytes.size();
+  };
+  hash_keydir::image im;
+  BOOST_REQUIRE(load(img, im));
+  hash_keydir back(epoch);
+  back.install_image(std::move(im));
+  BOOST_TEST(back.size() == want.size());
+  for (const auto& [h, l] : want) BOOST_REQUIRE((back.find(h, [&](location x) { return x == l; }) == std::optional(l)));
+  BOOST_TEST(back.stats().slots == k.stats().slots);
+
+  // The slot of the first live entry of shard 0, and what to do to it.
+  const std::size_t slots_at = 24 * hash_keydir::shards();
+  std::size_t live_at = 0;
+  for (std::size_t i = slots_at; i < img.size(); i += 16)
+    if (cask::detail::load_u64(img.data() + i) >= 2) {
+      live_at = i;
+      break;
+    }
+  BOOST_REQUIRE(live_at > 0);
+  auto refused = [&](const char* what, auto&& change) {
+    auto b = img;
+    change(b);
+    hash_keydir::image x;
+    BOOST_TEST(!load(b, x), what);
+  };
+  refused("a live count one off", [&](auto& b) { cask::detail::store_u64(b.data() + 8, cask::detail::load_u64(b.data() + 8) + 1); });
+  refused("a table full", [&](auto& b) { cask::detail::store_u64(b.data() + 16, cask::detail::load_u64(b.data())); });
+  refused("a capacity past the bytes", [&](auto& b) { cask::detail::store_u64(b.data(), b.size()); });
+  refused("an entry in another shard", [&](auto& b) {
+    cask::detail::store_u64(b.data() + live_at, cask::detail::load_u64(b.data() + live_at) ^ 1);
+  });
+  refused("an entry at an invalid location", [&](auto& b) { cask::detail::store_u64(b.data() + live_at + 8, location{9, 40, false}.pack()); });
+  refused("a tombstone", [&](auto& b) {
+    cask::detail::store_u64(b.data() + live_at + 8, cask::detail::load_u64(b.data() + live_at + 8) | location::tombstone_bit);
+  });
+  refused("an entry cut off from its home slot", [&](auto& b) {
+    // Move the entry to the slot after the next empty one of its shard.
+    const std::uint64_t cap = cask::detail::load_u64(b.data());
+    const std::size_t end = slots_at + 16 * static_cast<std::size_t>(cap);
+    std::size_t e = live_at;
+    while (e < end && cask::detail::load_u64(b.data() + e) != 0) e += 16;
+    BOOST_REQUIRE_MESSAGE(e + 16 < end, "cap " << cap << " live_at " << live_at << " e " << e << " end " << end);
+    std::size_t dst = e + 16;
+    while (dst < end && cask::detail::load_u64(b.data() + dst) != 0) dst += 16;
+    BOOST_REQUIRE(dst < end);
+    std::memcpy(b.data() + dst, b.data() + live_at, 16);
+    std::memset(b.data() + live_at, 0, 16);
+  });
+  refused("bytes missing", [&](auto& b) { b.resize(b.size() - 16); });
 }

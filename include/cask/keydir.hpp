@@ -24,6 +24,8 @@
 // The policy interface (concept cask::keydir_policy): construction from an
 // epoch_domain&, and the public members below, taking `match`, a callable
 // bool(location) that says whether the record at a location holds the key.
+// Optional: image_layout, image, save_image(), load_image() and
+// install_image(), with which log_store keeps a keydir snapshot.
 #pragma once
 
 #include <cask/detail/endian.hpp>

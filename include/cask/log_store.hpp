@@ -1298,6 +1298,7 @@ class log_store {
       read_exact(f, trailer, sizeof trailer, size - sizeof trailer, e);
       if (e) return reject(size - sizeof trailer, "cannot be read: " + e.message());
       const std::uint64_t body_size = size - snapshot_trailer_size;
+      if (detail::load_u32(trailer + 12) != 0) return reject(size - 4, "reserved trailer bytes are not zero");
       if (detail::load_u64(trailer) != body_size)
         return reject(body_size, "its trailer gives a length of " + std::to_string(detail::load_u64(trailer)) +
                                      " bytes; the file holds " + std::to_string(body_size));
@@ -1331,6 +1332,7 @@ class log_store {
         return reject(0, "its file header does not validate");
       if (h.codec_id != s.codec_id || h.checksum_id != checksum_type::id)
         return reject(12, "written with another codec or checksum");
+      if (h.segment_id != 0) return reject(20, "its header names a segment");
       if (detail::load_u32(fixed + 32) != keydir_type::image_layout) return reject(32, "written by another keydir");
       if (detail::load_u64(fixed + 40) != hasher_fingerprint()) return reject(40, "written with another hasher");
       const std::uint32_t count = detail::load_u32(fixed + 36);
@@ -1346,6 +1348,7 @@ class log_store {
         if (!in(rec, sizeof rec)) return reject(rec_at, "cannot be read");
         const std::uint32_t id = detail::load_u32(rec);
         const std::uint64_t seg_size = detail::load_u64(rec + 8);
+        if (detail::load_u32(rec + 4) != 0) return reject(rec_at + 4, "reserved bytes are not zero");
         const auto seg_path = s.dir / segment_type::file_name(id);
         if (id != ids[i]) return reject(rec_at, "it lists segment " + segment_type::file_name(id) + "; the directory holds " +
                                                     segment_type::file_name(ids[i]));

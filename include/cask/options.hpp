@@ -104,7 +104,7 @@ struct options {
   /// true. A writer removes the file as it opens, so a crash never leaves a
   /// snapshot of an older state that matches; a snapshot that does not
   /// validate is ignored (recovery_event::kind::bad_snapshot). See
-  /// docs/DESIGN.md "Recovery" and docs/FORMAT.md "Keydir snapshot".
+  /// docs/FORMAT.md "Keydir snapshot" and docs/DESIGN.md "Data flow".
   bool keydir_snapshot = true;
 
   /// Period of the background flush under sync_interval. Default 1 s: a crash
