@@ -158,7 +158,7 @@ BOOST_AUTO_TEST_CASE(a_snapshot_that_no_longer_matches_its_segments_is_ignored_a
   }, false);
   check("cut short", [&](const fs::path& dir) {
     auto b = read_file(dir / segs[0].filename());
-    b.resize(b.size() - 1);
+    b.pop_back();
     write_file(dir / segs[0].filename(), b);
   }, false);
   // A segment removed.

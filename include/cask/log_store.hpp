@@ -1303,7 +1303,8 @@ class log_store {
         return reject(body_size, "its trailer gives a length of " + std::to_string(detail::load_u64(trailer)) +
                                      " bytes; the file holds " + std::to_string(body_size));
       // Sequential reads through a 1 MiB buffer, checksummed as they come.
-      std::vector<std::byte> buf(std::size_t{1} << 20);
+      constexpr std::size_t buf_size = std::size_t{1} << 20;
+      const std::unique_ptr<std::byte[]> buf(new std::byte[buf_size]);
       std::size_t have = 0, used = 0;
       std::uint64_t next = 0;
       std::uint32_t crc = 0;
@@ -1311,15 +1312,15 @@ class log_store {
         while (n > 0) {
           if (used == have) {
             if (next == body_size) return false;
-            have = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), body_size - next));
-            read_exact(f, buf.data(), have, next, e);
+            have = static_cast<std::size_t>(std::min<std::uint64_t>(buf_size, body_size - next));
+            read_exact(f, buf.get(), have, next, e);
             if (e) return false;
-            crc = checksum_type::extend(crc, buf.data(), have);
+            crc = checksum_type::extend(crc, buf.get(), have);
             next += have;
             used = 0;
           }
           const std::size_t k = std::min(n, have - used);
-          std::memcpy(out, buf.data() + used, k);
+          std::memcpy(out, buf.get() + used, k);
           out += k, used += k, n -= k;
         }
         return true;
