@@ -1275,8 +1275,7 @@ class log_store {
   /// `ids` (ascending): their sizes, their headers. Fills `segs` (mapped,
   /// with their counters) and `max_seq`, and installs the keydir. Returns
   /// false, with everything as it was, if the snapshot is missing or is not
-  /// used (reported as bad_snapshot), or with `ec` set if reading it failed
-  /// for another reason than its absence.
+  /// used for any reason (then reported as bad_snapshot).
   static bool load_snapshot(state& s, const std::vector<std::uint32_t>& ids,
                             std::vector<std::shared_ptr<segment_type>>& segs, std::uint64_t& max_seq) {
     const auto path = s.dir / snapshot_name;
@@ -1342,7 +1341,6 @@ class log_store {
                               std::to_string(ids.size()));
       const std::uint64_t seq = detail::load_u64(fixed + 48);
       std::vector<std::shared_ptr<segment_type>> found;
-      std::vector<std::uint64_t> sizes;
       for (std::uint32_t i = 0; i < count; ++i) {
         const std::uint64_t rec_at = snapshot_fixed_size + std::uint64_t{i} * snapshot_segment_size;
         std::byte rec[snapshot_segment_size];
@@ -1376,14 +1374,13 @@ class log_store {
         c.max_seq.store(detail::load_u64(rec + 56));
         if (c.max_seq.load() > seq || c.live_bytes.load() + c.dead_bytes.load() > seg_size)
           return reject(rec_at, segment_type::file_name(id) + ": its counts do not add up");
-        sizes.push_back(seg_size);
         found.push_back(std::move(seg));
       }
       typename keydir_type::image im;
       const bool image_ok = keydir_type::load_image(in, size / 16, [&](location l) {
         const auto it = std::lower_bound(ids.begin(), ids.end(), l.segment);
         if (it == ids.end() || *it != l.segment) return false;
-        const std::uint64_t seg_size = sizes[static_cast<std::size_t>(it - ids.begin())];
+        const std::uint64_t seg_size = found[static_cast<std::size_t>(it - ids.begin())]->end();
         return l.offset >= format::file_header_size && l.offset + format::record_header_size <= seg_size;
       }, im);
       if (e) return reject(next, "cannot be read: " + e.message());
