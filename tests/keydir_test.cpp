@@ -323,5 +323,6 @@ BOOST_AUTO_TEST_CASE(an_image_loads_back_as_the_same_keydir_and_an_inconsistent_
     std::memcpy(b.data() + dst, b.data() + live_at, 16);
     std::memset(b.data() + live_at, 0, 16);
   });
-  refused("bytes missing", [&](auto& b) { b.resize(b.size() - 16); });
+  // erase, not resize: GCC 12 at -O1 under ASan reports a false -Wstringop-overflow on resize.
+  refused("bytes missing", [&](auto& b) { b.erase(b.end() - 16, b.end()); });
 }
