@@ -274,7 +274,7 @@ BOOST_AUTO_TEST_CASE(an_image_loads_back_as_the_same_keydir_and_an_inconsistent_
           at += n;
           return true;
         },
-        bytes.size() / 16, [](location l) { return l.segment >= 1 && l.segment <= 3; }, im) &&
+        bytes.size() * 8, [](location l) { return l.segment >= 1 && l.segment <= 3; }, im) &&
            at == bytes.size();
   };
   hash_keydir::image im;
@@ -285,44 +285,117 @@ BOOST_AUTO_TEST_CASE(an_image_loads_back_as_the_same_keydir_and_an_inconsistent_
   for (const auto& [h, l] : want) BOOST_REQUIRE((back.find(h, [&](location x) { return x == l; }) == std::optional(l)));
   BOOST_TEST(back.stats().slots == k.stats().slots);
 
-  // The slot of the first live entry of shard 0, and what to do to it.
-  const std::size_t slots_at = 24 * hash_keydir::shards();
-  std::size_t live_at = 0;
-  for (std::size_t i = slots_at; i < img.size(); i += 16)
-    if (cask::detail::load_u64(img.data() + i) >= 2) {
+  // Images as tables again (FORMAT.md "Keydir snapshot"), so that a test can
+  // change a slot and write the image back; this decoder is written from
+  // the documented layout, not from the keydir's code.
+  struct shard_image {
+    std::uint64_t cap = 0, live = 0, used = 0;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> slots;  // (hash, location); hash 0: empty
+  };
+  constexpr std::size_t block = 4096;
+  auto decode = [&](const std::vector<std::byte>& b) {
+    std::vector<shard_image> out(hash_keydir::shards());
+    std::size_t at = 0;
+    for (auto& sh : out) {
+      sh.cap = cask::detail::load_u64(b.data() + at);
+      sh.live = cask::detail::load_u64(b.data() + at + 8);
+      sh.used = cask::detail::load_u64(b.data() + at + 16);
+      sh.slots.assign(static_cast<std::size_t>(sh.cap), {0, 0});
+      at += 24;
+    }
+    for (auto& sh : out)
+      for (std::size_t i = 0; i < sh.cap; i += block) {
+        const std::size_t n = std::min<std::size_t>(block, static_cast<std::size_t>(sh.cap) - i);
+        const std::size_t bits_at = at;
+        at += 8 * ((n + 63) / 64);
+        for (std::size_t j = 0; j < n; ++j)
+          if ((cask::detail::load_u64(b.data() + bits_at + 8 * (j / 64)) >> (j % 64)) & 1) {
+            sh.slots[i + j] = {cask::detail::load_u64(b.data() + at), cask::detail::load_u64(b.data() + at + 8)};
+            at += 16;
+          }
+      }
+    BOOST_REQUIRE(at == b.size());
+    return out;
+  };
+  auto encode = [&](const std::vector<shard_image>& shards) {
+    std::vector<std::byte> b;
+    auto put = [&](std::uint64_t v) {
+      b.resize(b.size() + 8);
+      cask::detail::store_u64(b.data() + b.size() - 8, v);
+    };
+    for (const auto& sh : shards) put(sh.cap), put(sh.live), put(sh.used);
+    for (const auto& sh : shards)
+      for (std::size_t i = 0; i < sh.cap; i += block) {
+        const std::size_t n = std::min<std::size_t>(block, static_cast<std::size_t>(sh.cap) - i);
+        for (std::size_t w = 0; w < (n + 63) / 64; ++w) {
+          std::uint64_t word = 0;
+          for (std::size_t j = 64 * w; j < std::min(n, 64 * w + 64); ++j)
+            if (sh.slots[i + j].first != 0) word |= std::uint64_t{1} << (j % 64);
+          put(word);
+        }
+        for (std::size_t j = 0; j < n; ++j)
+          if (sh.slots[i + j].first != 0) put(sh.slots[i + j].first), put(sh.slots[i + j].second);
+      }
+    return b;
+  };
+  const auto tables = decode(img);
+  BOOST_TEST((encode(tables) == img));  // the documented layout is the one written
+  std::size_t empties = 0;
+  for (const auto& [h, l] : tables[0].slots) empties += h == 0;
+  BOOST_TEST(img.size() < 24 * hash_keydir::shards() + 16 * (want.size() + 300) + back.stats().slots / 8 + 8 * 64 * 64);
+  BOOST_TEST(empties > 0u);
+
+  // The first live entry of shard 0, and what to do to it.
+  std::size_t live_at = SIZE_MAX;
+  for (std::size_t i = 0; i < tables[0].slots.size(); ++i)
+    if (tables[0].slots[i].first >= 2) {
       live_at = i;
       break;
     }
-  BOOST_REQUIRE(live_at > 0);
+  BOOST_REQUIRE(live_at != SIZE_MAX);
   auto refused = [&](const char* what, auto&& change) {
+    auto t = tables;
+    auto& e = t[0].slots[live_at];
+    change(t, e);
+    const auto b = encode(t);
+    hash_keydir::image x;
+    BOOST_TEST(!load(b, x), what);
+  };
+  auto refused_bytes = [&](const char* what, auto&& change) {
     auto b = img;
     change(b);
     hash_keydir::image x;
     BOOST_TEST(!load(b, x), what);
   };
-  refused("a live count one off", [&](auto& b) { cask::detail::store_u64(b.data() + 8, cask::detail::load_u64(b.data() + 8) + 1); });
-  refused("a table full", [&](auto& b) { cask::detail::store_u64(b.data() + 16, cask::detail::load_u64(b.data())); });
-  refused("a capacity past the bytes", [&](auto& b) { cask::detail::store_u64(b.data(), b.size()); });
-  refused("an entry in another shard", [&](auto& b) {
-    cask::detail::store_u64(b.data() + live_at, cask::detail::load_u64(b.data() + live_at) ^ 1);
-  });
-  refused("an entry at an invalid location", [&](auto& b) { cask::detail::store_u64(b.data() + live_at + 8, location{9, 40, false}.pack()); });
-  refused("a tombstone", [&](auto& b) {
-    cask::detail::store_u64(b.data() + live_at + 8, cask::detail::load_u64(b.data() + live_at + 8) | location::tombstone_bit);
-  });
-  refused("an entry cut off from its home slot", [&](auto& b) {
+  refused("a live count one off", [&](auto& t, auto&) { ++t[0].live; });
+  refused("a table full", [&](auto& t, auto&) { t[0].used = t[0].cap; });
+  refused("an entry in another shard", [&](auto&, auto& e) { e.first ^= 1; });
+  refused("an entry at an invalid location", [&](auto&, auto& e) { e.second = location{9, 40, false}.pack(); });
+  refused("a tombstone", [&](auto&, auto& e) { e.second |= location::tombstone_bit; });
+  refused("an entry cut off from its home slot", [&](auto& t, auto& e) {
     // Move the entry to the slot after the next empty one of its shard.
-    const std::uint64_t cap = cask::detail::load_u64(b.data());
-    const std::size_t end = slots_at + 16 * static_cast<std::size_t>(cap);
-    std::size_t e = live_at;
-    while (e < end && cask::detail::load_u64(b.data() + e) != 0) e += 16;
-    BOOST_REQUIRE_MESSAGE(e + 16 < end, "cap " << cap << " live_at " << live_at << " e " << e << " end " << end);
-    std::size_t dst = e + 16;
-    while (dst < end && cask::detail::load_u64(b.data() + dst) != 0) dst += 16;
-    BOOST_REQUIRE(dst < end);
-    std::memcpy(b.data() + dst, b.data() + live_at, 16);
-    std::memset(b.data() + live_at, 0, 16);
+    auto& slots = t[0].slots;
+    std::size_t i = live_at;
+    while (i < slots.size() && slots[i].first != 0) ++i;
+    BOOST_REQUIRE(i + 1 < slots.size());
+    std::size_t dst = i + 1;
+    while (dst < slots.size() && slots[dst].first != 0) ++dst;
+    BOOST_REQUIRE(dst < slots.size());
+    slots[dst] = e;
+    e = {0, 0};
+  });
+  refused_bytes("a capacity past the bytes", [&](auto& b) { cask::detail::store_u64(b.data(), b.size() * 8 + 1); });
+  refused_bytes("an occupied bit past a shard's capacity", [&](auto& b) {
+    // Shard 0's capacity is below one block: its bitmap's last word has unused bits.
+    BOOST_REQUIRE(tables[0].cap % 64 != 0);
+    const std::size_t last_word = 24 * hash_keydir::shards() + 8 * ((tables[0].cap + 63) / 64 - 1);
+    cask::detail::store_u64(b.data() + last_word, cask::detail::load_u64(b.data() + last_word) | (std::uint64_t{1} << 63));
+  });
+  refused_bytes("an entry missing", [&](auto& b) {
+    // Clear the bit of shard 0's first occupied slot: one entry too few, the rest shifted.
+    const std::size_t w = 24 * hash_keydir::shards() + 8 * (live_at / 64);
+    cask::detail::store_u64(b.data() + w, cask::detail::load_u64(b.data() + w) & ~(std::uint64_t{1} << (live_at % 64)));
   });
   // erase, not resize: GCC 12 at -O1 under ASan reports a false -Wstringop-overflow on resize.
-  refused("bytes missing", [&](auto& b) { b.erase(b.end() - 16, b.end()); });
+  refused_bytes("bytes missing", [&](auto& b) { b.erase(b.end() - 16, b.end()); });
 }

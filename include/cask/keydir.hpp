@@ -317,7 +317,7 @@ class hash_keydir {
   // ---- images (log_store's keydir snapshot, FORMAT.md "Keydir snapshot") ----
 
   /// The layout of save_image(); an image of another layout is never loaded.
-  static constexpr std::uint32_t image_layout = 1;
+  static constexpr std::uint32_t image_layout = 2;
 
   /// Tables read by load_image(), not yet in use; install_image() puts them in place.
   class image {
@@ -326,11 +326,17 @@ class hash_keydir {
     std::array<std::size_t, shard_count> live{}, used{};
   };
 
+  /// Slots per block of an image: each block is an occupancy bitmap, then
+  /// the occupied slots of the block.
+  static constexpr std::size_t image_block = 4096;
+
   /// Writes the tables as they are, by out(const std::byte*, std::size_t):
-  /// for each shard its capacity, live and used counts (three u64), then
-  /// every slot of every shard as two u64, the hash and the packed location
-  /// (0 and 1 are the empty and erased markers), little-endian. Writer side,
-  /// with no mutator running.
+  /// for each shard its capacity, live and used counts (three u64); then
+  /// each shard's slots in blocks of image_block: a bitmap of the block's
+  /// occupied (live or erased) slots, one bit per slot, in u64 words, then
+  /// every occupied slot of the block as two u64, the hash (1: erased) and
+  /// the packed location. Empty slots take one bit. Little-endian. Writer
+  /// side, with no mutator running.
   template <class Out>
   void save_image(Out&& out) const {
     std::array<std::byte, 24 * shard_count> head;
@@ -341,17 +347,27 @@ class hash_keydir {
       detail::store_u64(head.data() + 24 * k + 16, s.used);
     }
     out(head.data(), head.size());
-    constexpr std::size_t batch = 4096;
-    auto buf = std::make_unique<std::byte[]>(batch * 16);
+    std::array<std::byte, image_block / 8> bits;
+    auto buf = std::make_unique<std::byte[]>(image_block * 16);
     for (const shard& s : shards_) {
       const table* t = s.t.load(std::memory_order_relaxed);
-      for (std::size_t i = 0; i < t->capacity(); i += batch) {
-        const std::size_t n = std::min(batch, t->capacity() - i);
-        for (std::size_t j = 0; j < n; ++j) {
-          detail::store_u64(buf.get() + 16 * j, t->slots[i + j].hash.load(std::memory_order_relaxed));
-          detail::store_u64(buf.get() + 16 * j + 8, t->slots[i + j].loc.load(std::memory_order_relaxed));
+      for (std::size_t i = 0; i < t->capacity(); i += image_block) {
+        const std::size_t n = std::min(image_block, t->capacity() - i);
+        std::size_t m = 0;
+        for (std::size_t w = 0; w < (n + 63) / 64; ++w) {
+          std::uint64_t word = 0;
+          for (std::size_t j = 64 * w; j < std::min(n, 64 * w + 64); ++j) {
+            const std::uint64_t h = t->slots[i + j].hash.load(std::memory_order_relaxed);
+            if (h == empty_hash) continue;
+            word |= std::uint64_t{1} << (j % 64);
+            detail::store_u64(buf.get() + 16 * m, h);
+            detail::store_u64(buf.get() + 16 * m + 8, t->slots[i + j].loc.load(std::memory_order_relaxed));
+            ++m;
+          }
+          detail::store_u64(bits.data() + 8 * w, word);
         }
-        out(buf.get(), n * 16);
+        out(bits.data(), 8 * ((n + 63) / 64));
+        if (m > 0) out(buf.get(), 16 * m);
       }
     }
   }
@@ -360,8 +376,9 @@ class hash_keydir {
   /// (false: the bytes ran out) into `im`. Returns false, and leaves no
   /// tables in `im`, unless the bytes are a consistent set of tables: at
   /// most `max_slots` slots in all, every shard's counts true to its slots
-  /// and below the maximum load, every entry in its own shard, reachable
-  /// from its home slot, and at a location for which valid(location) holds.
+  /// and below the maximum load, no bit set past a shard's capacity, every
+  /// entry in its own shard, reachable from its home slot, and at a
+  /// location for which valid(location) holds.
   template <class In, class Valid>
   static bool load_image(In&& in, std::uint64_t max_slots, Valid&& valid, image& im) {
     im = image{};
@@ -381,8 +398,8 @@ class hash_keydir {
       im.live[k] = static_cast<std::size_t>(live);
       im.used[k] = static_cast<std::size_t>(used);
     }
-    constexpr std::size_t batch = 4096;
-    auto buf = std::make_unique<std::byte[]>(batch * 16);
+    std::array<std::byte, image_block / 8> bits;
+    auto buf = std::make_unique<std::byte[]>(image_block * 16);
     bool ok = true;
     for (std::size_t k = 0; k < shard_count && ok; ++k) {
       auto t = std::make_unique<table>(caps[k]);
@@ -392,33 +409,55 @@ class hash_keydir {
       // seen and, for entries whose probe wrapped past the end, the lowest
       // home of theirs (no empty slot may follow it).
       std::size_t last_empty = SIZE_MAX, wrapped_home = SIZE_MAX;
-      for (std::size_t i = 0; i < caps[k] && ok; i += batch) {
-        const std::size_t n = std::min(batch, caps[k] - i);
-        if (!in(buf.get(), n * 16)) {
+      for (std::size_t i = 0; i < caps[k] && ok; i += image_block) {
+        const std::size_t n = std::min(image_block, caps[k] - i);
+        const std::size_t words = (n + 63) / 64;
+        if (!in(bits.data(), 8 * words)) {
           ok = false;
           break;
         }
-        for (std::size_t j = 0; j < n; ++j) {
-          const std::uint64_t h = detail::load_u64(buf.get() + 16 * j);
-          const std::uint64_t l = detail::load_u64(buf.get() + 16 * j + 8);
-          if (h == erased_hash) {
-            ++erased;
-          } else if (h == empty_hash) {
-            last_empty = i + j;
-            ok = ok && l == 0;
-          } else {
-            ++live;
-            const std::size_t home = t->home(h);
-            if (home <= i + j) {
-              ok = ok && (last_empty == SIZE_MAX || last_empty < home);
-            } else {
-              ok = ok && last_empty == SIZE_MAX;
-              wrapped_home = std::min(wrapped_home, home);
-            }
-            ok = ok && (h & (shard_count - 1)) == k && (l & location::tombstone_bit) == 0 && valid(location::unpack(l));
+        std::size_t m = 0;
+        for (std::size_t w = 0; w < words; ++w) m += static_cast<std::size_t>(std::popcount(detail::load_u64(bits.data() + 8 * w)));
+        if (live + erased + m > im.used[k] || (m > 0 && !in(buf.get(), 16 * m))) {
+          ok = false;
+          break;
+        }
+        const std::byte* e = buf.get();
+        for (std::size_t w = 0; w < words && ok; ++w) {
+          const std::uint64_t word = detail::load_u64(bits.data() + 8 * w);
+          const std::size_t valid_bits = std::min<std::size_t>(64, n - 64 * w);
+          const std::uint64_t in_range = valid_bits == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << valid_bits) - 1;
+          if ((word & ~in_range) != 0) {
+            ok = false;
+            break;
           }
-          t->slots[i + j].hash.store(h, std::memory_order_relaxed);
-          t->slots[i + j].loc.store(l, std::memory_order_relaxed);
+          const std::size_t base = i + 64 * w;
+          for (std::uint64_t rest = word; rest != 0; rest &= rest - 1) {
+            const unsigned b = static_cast<unsigned>(std::countr_zero(rest));
+            const std::uint64_t empties_below = ~word & ((std::uint64_t{1} << b) - 1);
+            if (empties_below != 0) last_empty = base + 63 - static_cast<std::size_t>(std::countl_zero(empties_below));
+            const std::uint64_t h = detail::load_u64(e);
+            const std::uint64_t l = detail::load_u64(e + 8);
+            e += 16;
+            if (h == erased_hash) {
+              ++erased;
+            } else {
+              ++live;
+              const std::size_t home = t->home(h);
+              if (home <= base + b) {
+                ok = ok && (last_empty == SIZE_MAX || last_empty < home);
+              } else {
+                ok = ok && last_empty == SIZE_MAX;
+                wrapped_home = std::min(wrapped_home, home);
+              }
+              ok = ok && h != empty_hash && (h & (shard_count - 1)) == k && (l & location::tombstone_bit) == 0 &&
+                   valid(location::unpack(l));
+            }
+            t->slots[base + b].hash.store(h, std::memory_order_relaxed);
+            t->slots[base + b].loc.store(l, std::memory_order_relaxed);
+          }
+          const std::uint64_t empties = ~word & in_range;
+          if (empties != 0) last_empty = base + 63 - static_cast<std::size_t>(std::countl_zero(empties));
         }
       }
       if (live != im.live[k] || live + erased != im.used[k]) ok = false;

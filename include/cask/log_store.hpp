@@ -1377,7 +1377,7 @@ class log_store {
         found.push_back(std::move(seg));
       }
       typename keydir_type::image im;
-      const bool image_ok = keydir_type::load_image(in, size / 16, [&](location l) {
+      const bool image_ok = keydir_type::load_image(in, size * 8, [&](location l) {
         const auto it = std::lower_bound(ids.begin(), ids.end(), l.segment);
         if (it == ids.end() || *it != l.segment) return false;
         const std::uint64_t seg_size = found[static_cast<std::size_t>(it - ids.begin())]->end();
