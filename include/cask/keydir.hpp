@@ -417,7 +417,8 @@ class hash_keydir {
           break;
         }
         std::size_t m = 0;
-        for (std::size_t w = 0; w < words; ++w) m += static_cast<std::size_t>(std::popcount(detail::load_u64(bits.data() + 8 * w)));
+        for (std::size_t w = 0; w < words; ++w)
+          m += static_cast<std::size_t>(std::popcount(detail::load_u64(bits.data() + 8 * w)));
         if (live + erased + m > im.used[k] || (m > 0 && !in(buf.get(), 16 * m))) {
           ok = false;
           break;
