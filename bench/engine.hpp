@@ -87,6 +87,9 @@ class engine {
   /// Files that make a reopen load the index faster (cask hint files); removed
   /// to time a reopen by full scan. Empty when the engine has none.
   virtual std::vector<std::filesystem::path> hint_files(const std::filesystem::path&) const { return {}; }
+  /// Files that only cache the index of a closed store (cask's keydir
+  /// snapshot): removing them costs a slower open, nothing else.
+  virtual std::vector<std::filesystem::path> cache_files(const std::filesystem::path&) const { return {}; }
 
   /// One line describing the settings in force (printed in every report).
   virtual std::string settings() const = 0;

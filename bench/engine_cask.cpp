@@ -125,6 +125,11 @@ class cask_engine final : public engine {
   std::vector<std::pair<std::string, double>> figures() const override {
     return durable_ ? d_.figures() : f_.figures();
   }
+  std::vector<std::filesystem::path> cache_files(const std::filesystem::path& dir) const override {
+    std::error_code ec;
+    if (std::filesystem::exists(dir / "KEYDIR", ec)) return {dir / "KEYDIR"};
+    return {};
+  }
   std::vector<std::filesystem::path> hint_files(const std::filesystem::path& dir) const override {
     std::vector<std::filesystem::path> r;
     std::error_code ec;

@@ -814,6 +814,14 @@ void group_merge(const params& p, const std::string& name, const std::filesystem
   verify_sample(*e, d, 100000, "after merge");
   e->close();
   emit_disk("merge", "closed_", dir);
+  {
+    double cache = 0;
+    for (const auto& f : e->cache_files(dir)) {
+      struct stat st {};
+      if (::lstat(f.c_str(), &st) == 0) cache += double(st.st_blocks) * 512.0;
+    }
+    emit("merge", "closed_cache_bytes", cache);
+  }
 
   // Puts beside a merge: four more versions of every key, then a second
   // merge with one writer beside it (apart from the first, whose disk

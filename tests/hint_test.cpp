@@ -5,6 +5,7 @@
 
 #include "test_util.hpp"
 
+#include <functional>
 #include <map>
 
 using namespace cask_test;
@@ -53,22 +54,111 @@ model build(const std::filesystem::path& dir) {
   }
   return m;
 }
+
+// A hint file as FORMAT.md "Hint file" describes it, decoded and encoded here
+// independently of hint.hpp, so that a change to the code that breaks the
+// documented layout fails these tests.
+struct raw_entry {
+  std::uint8_t flags = 0;
+  std::uint64_t key_len = 0, value_len = 0, seq_delta = 0, offset = 0;
+  std::string key;
+  int overlong = -1;  // which varint (0..3) to write one byte longer than needed
+};
+struct raw_hint {
+  std::vector<char> header;  // 32 bytes
+  std::vector<raw_entry> entries;
+  std::uint64_t records = 0, segment_bytes = 0, min_seq = 0, max_seq = 0;
+};
+std::uint64_t get_varint(const std::vector<char>& b, std::size_t& at) {
+  std::uint64_t v = 0;
+  for (unsigned shift = 0;; shift += 7) {
+    const auto c = static_cast<std::uint8_t>(b.at(at++));
+    v |= std::uint64_t{c & 0x7fu} << shift;
+    if (!(c & 0x80)) return v;
+  }
+}
+void put_varint(std::vector<char>& b, std::uint64_t v, bool overlong) {
+  while (v >= 0x80) {
+    b.push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  if (overlong) {
+    b.push_back(static_cast<char>(v | 0x80));
+    v = 0;
+  }
+  b.push_back(static_cast<char>(v));
+}
+std::uint64_t le(const std::vector<char>& b, std::size_t at, int n) {
+  std::uint64_t v = 0;
+  for (int i = n - 1; i >= 0; --i) v = v << 8 | static_cast<std::uint8_t>(b.at(at + static_cast<std::size_t>(i)));
+  return v;
+}
+void put_le(std::vector<char>& b, std::uint64_t v, int n) {
+  for (int i = 0; i < n; ++i) b.push_back(static_cast<char>(v >> (8 * i)));
+}
+raw_hint decode(const std::vector<char>& b) {
+  raw_hint h;
+  h.header.assign(b.begin(), b.begin() + 32);
+  const std::size_t t = b.size() - 40;
+  h.records = le(b, t, 8);
+  h.segment_bytes = le(b, t + 8, 8);
+  h.min_seq = le(b, t + 16, 8);
+  h.max_seq = le(b, t + 24, 8);
+  for (std::size_t at = 32; at < t;) {
+    raw_entry e;
+    e.flags = static_cast<std::uint8_t>(b.at(at++));
+    e.key_len = get_varint(b, at);
+    e.value_len = get_varint(b, at);
+    e.seq_delta = get_varint(b, at);
+    e.offset = get_varint(b, at);
+    e.key.assign(b.data() + at, e.key_len);
+    at += e.key_len;
+    h.entries.push_back(e);
+  }
+  return h;
+}
+/// The file's bytes, both checksums made valid.
+std::vector<char> encode(const raw_hint& h) {
+  std::vector<char> b = h.header;
+  auto* hp = reinterpret_cast<std::byte*>(b.data());
+  cask::detail::store_u32(hp + 28, fmt::mask(cask::crc32c::compute(hp, 28)));
+  for (const auto& e : h.entries) {
+    b.push_back(static_cast<char>(e.flags));
+    put_varint(b, e.key_len, e.overlong == 0);
+    put_varint(b, e.value_len, e.overlong == 1);
+    put_varint(b, e.seq_delta, e.overlong == 2);
+    put_varint(b, e.offset, e.overlong == 3);
+    b.insert(b.end(), e.key.begin(), e.key.end());
+  }
+  put_le(b, h.records, 8);
+  put_le(b, h.segment_bytes, 8);
+  put_le(b, h.min_seq, 8);
+  put_le(b, h.max_seq, 8);
+  put_le(b, 0, 4);
+  put_le(b, fmt::mask(cask::crc32c::compute(reinterpret_cast<const std::byte*>(b.data()), b.size())), 4);
+  return b;
+}
+bool validates(const std::vector<char>& b, std::uint32_t id, std::uint64_t segment_bytes) {
+  cask::hint_summary sum;
+  return cask::validate_hint<cask::crc32c>(std::span(reinterpret_cast<const std::byte*>(b.data()), b.size()), id,
+                                           fmt::codec_id<cask::crc32c>(cask::basic_codec::name), segment_bytes, sum);
+}
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(hint_file_golden_bytes) {
   fmt::record_view rv;
   const std::string key = "k1";
-  rv.seq = 1;
+  rv.seq = 1000;
   rv.flags = 0;
   rv.size = 25;
   rv.key = std::as_bytes(std::span(key));
   cask::hint_builder<cask::crc32c> b(7, fmt::codec_id<cask::crc32c>(cask::basic_codec::name));
   b.add(rv, 32);
-  rv.seq = 2;
+  rv.seq = 1001;
   rv.flags = fmt::tombstone;
   rv.size = 23;
-  b.add(rv, 57);
-  const auto bytes = std::move(b).finish(80);
+  b.add(rv, 300);
+  const auto bytes = std::move(b).finish(400);
   auto hex = [&](std::size_t from, std::size_t n) {
     std::string s;
     char h[4];
@@ -78,17 +168,26 @@ BOOST_AUTO_TEST_CASE(hint_file_golden_bytes) {
     }
     return s;
   };
-  BOOST_TEST(bytes.size() == 32u + 2 * 23u + 40u);
-  BOOST_TEST(hex(0, 12) == "894341534b0d0a1a" "0100" "0200");  // magic, version 1, kind 2: hint
-  // entries: seq | offset | size | flags | key length | key
-  BOOST_TEST(hex(32, 23) == "0100000000000000" "20000000" "19000000" "00" "02000000" "6b31");
-  BOOST_TEST(hex(55, 23) == "0200000000000000" "39000000" "17000000" "01" "02000000" "6b31");
-  // trailer: records 2 | segment bytes 80 | min seq 1 | max seq 2 | reserved | masked crc
-  BOOST_TEST(hex(78, 36) == "0200000000000000" "5000000000000000" "0100000000000000" "0200000000000000" "00000000");
-  BOOST_TEST(hex(114, 4) == "e5632954");
+  BOOST_TEST(bytes.size() == 32u + 7u + 8u + 40u);
+  BOOST_TEST(hex(0, 12) == "894341534b0d0a1a" "0200" "0200");  // magic, hint format version 2, kind 2: hint
+  // entries: flags | varints: key length, value length, seq - min seq, offset | key
+  BOOST_TEST(hex(32, 7) == "00" "02" "02" "00" "20" "6b31");
+  BOOST_TEST(hex(39, 8) == "01" "02" "00" "01" "ac02" "6b31");  // offset 300: two varint bytes
+  // trailer: records 2 | segment bytes 400 | min seq 1000 | max seq 1001 | reserved | masked crc
+  BOOST_TEST(hex(47, 36) == "0200000000000000" "9001000000000000" "e803000000000000" "e903000000000000" "00000000");
+  BOOST_TEST(hex(83, 4) == "6685007b");
   cask::hint_summary sum;
-  BOOST_TEST(cask::validate_hint<cask::crc32c>(bytes, 7, fmt::codec_id<cask::crc32c>(cask::basic_codec::name), 80, sum));
+  BOOST_TEST(cask::validate_hint<cask::crc32c>(bytes, 7, fmt::codec_id<cask::crc32c>(cask::basic_codec::name), 400, sum));
   BOOST_TEST(sum.records == 2u);
+  BOOST_TEST(sum.min_seq == 1000u);
+  std::vector<cask::hint_entry> got;
+  cask::for_each_hint_entry(bytes, [&](const cask::hint_entry& e) { got.push_back(e); });
+  BOOST_REQUIRE(got.size() == 2u);
+  BOOST_TEST((got[1].seq == 1001u && got[1].offset == 300u && got[1].size == 23u && got[1].is_tombstone()));
+  // The test's own encoder, from FORMAT.md, writes the same bytes.
+  std::vector<char> mine(bytes.size());
+  std::memcpy(mine.data(), bytes.data(), bytes.size());
+  BOOST_TEST((encode(decode(mine)) == mine));
 }
 
 BOOST_AUTO_TEST_CASE(a_clean_restart_loads_every_segment_from_hints) {
@@ -227,15 +326,12 @@ BOOST_AUTO_TEST_CASE(a_hint_that_points_past_its_segment_or_is_stale_is_ignored)
   const auto segs = segment_files(d / "ref");
   const auto seg = segs.at(0);
   const auto hint = seg.parent_path() / (seg.stem().string() + ".hint");
-  auto bytes = read_file(hint);
   const std::uint64_t seg_size = std::filesystem::file_size(seg);
   // Rewrite the first entry's offset past the end, with a correct checksum.
-  auto* p = reinterpret_cast<std::byte*>(bytes.data());
-  cask::detail::store_u32(p + fmt::file_header_size + 8, static_cast<std::uint32_t>(seg_size));
-  cask::detail::store_u32(p + bytes.size() - 4, fmt::mask(cask::crc32c::compute(p, bytes.size() - 4)));
-  cask::hint_summary sum;
-  BOOST_TEST(!cask::validate_hint<cask::crc32c>(std::span<const std::byte>(p, bytes.size()), 1,
-                                               fmt::codec_id<cask::crc32c>(cask::basic_codec::name), seg_size, sum));
+  auto raw = decode(read_file(hint));
+  raw.entries.at(0).offset = seg_size;
+  const auto bytes = encode(raw);
+  BOOST_TEST(!validates(bytes, 1, seg_size));
   copy_dir(d / "ref", d / "a");
   write_file(d / "a" / hint.filename(), bytes);
   {
@@ -300,4 +396,69 @@ BOOST_AUTO_TEST_CASE(damage_in_a_hinted_segment_is_caught_when_the_record_is_rea
   BOOST_TEST(db.merge(cask::merge_scope::all, ec).segments_in == 0u);
   BOOST_TEST((ec == cask::errc::checksum_mismatch));
   BOOST_TEST(*db.get(key_of(1)) == value_of(1));
+}
+
+// Every entry has exactly one encoding, inside the format's limits, and the
+// trailer's counts and sequence range are its entries': a hint whose checksum
+// holds but which breaks any of that is not used, and the segment is scanned.
+BOOST_AUTO_TEST_CASE(a_hint_that_breaks_the_entry_grammar_is_not_used) {
+  temp_dir d("grammar");
+  const model m = build(d / "ref");
+  const auto seg = segment_files(d / "ref").at(0);
+  const auto hint = seg.parent_path() / (seg.stem().string() + ".hint");
+  const std::uint64_t seg_size = std::filesystem::file_size(seg);
+  const raw_hint good = decode(read_file(hint));
+  BOOST_REQUIRE(good.entries.size() >= 3u);
+  BOOST_REQUIRE((encode(good) == read_file(hint)));  // the model is exact
+  BOOST_REQUIRE(validates(encode(good), 1, seg_size));
+  // The entry with the highest sequence number, and one that is not the lowest.
+  std::size_t top = 0;
+  for (std::size_t i = 0; i < good.entries.size(); ++i)
+    if (good.entries[i].seq_delta > good.entries[top].seq_delta) top = i;
+  std::size_t put = 0;
+  while (good.entries[put].flags != 0) ++put;
+  const std::pair<const char*, std::function<void(raw_hint&)>> cases[] = {
+      {"key length in a longer form", [](raw_hint& h) { h.entries[1].overlong = 0; }},
+      {"value length in a longer form", [](raw_hint& h) { h.entries[1].overlong = 1; }},
+      {"sequence delta in a longer form", [](raw_hint& h) { h.entries[1].overlong = 2; }},
+      {"offset in a longer form", [](raw_hint& h) { h.entries[1].overlong = 3; }},
+      {"a reserved flag", [](raw_hint& h) { h.entries[1].flags |= 0x02; }},
+      {"a tombstone with a value", [put](raw_hint& h) { h.entries[put].flags |= fmt::tombstone; }},
+      {"a key past the limit", [](raw_hint& h) { h.entries[1].key_len = fmt::max_key_len + 1; }},
+      {"a value past the limit", [](raw_hint& h) { h.entries[1].value_len = fmt::max_value_len + 1ull; }},
+      {"an offset inside the header", [](raw_hint& h) { h.entries[0].offset = 31; }},
+      {"a sequence number above the trailer's highest", [top](raw_hint& h) { ++h.entries[top].seq_delta; }},
+      {"a lowest sequence number no entry has", [](raw_hint& h) {
+         --h.min_seq;
+         for (auto& e : h.entries) ++e.seq_delta;
+       }},
+      {"a highest sequence number no entry has", [](raw_hint& h) { ++h.max_seq; }},
+      {"a record count other than the entries'", [](raw_hint& h) { ++h.records; }},
+      {"an entry cut short", [](raw_hint& h) { h.entries.back().key_len += 1; }},
+      {"hint format version 1", [](raw_hint& h) { h.header[8] = 1; }},
+  };
+  for (const auto& [what, change] : cases) {
+    raw_hint bad = good;
+    change(bad);
+    const auto bytes = encode(bad);
+    BOOST_TEST_CONTEXT(what) {
+      BOOST_TEST(!validates(bytes, 1, seg_size));
+      const auto dir = d / "x";
+      copy_dir(d / "ref", dir);
+      write_file(dir / hint.filename(), bytes);
+      std::vector<cask::recovery_event> events;
+      auto o = opts();
+      o.reporter = [&](const cask::recovery_event& e) { events.push_back(e); };
+      {
+        auto db = string_store::open(dir, o);
+        BOOST_TEST((contents(db) == m));
+        BOOST_TEST(db.stats().recovered_by_scan == 1u);
+      }
+      BOOST_TEST((events.size() == 1u && events[0].what == cask::recovery_event::kind::bad_hint &&
+                  events[0].file == dir / hint.filename()));
+      // The writer wrote the segment's hint again, in the current format.
+      BOOST_TEST((read_file(dir / hint.filename()) == read_file(hint)));
+      std::filesystem::remove_all(dir);
+    }
+  }
 }

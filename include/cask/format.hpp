@@ -21,8 +21,11 @@ namespace cask::format {
 /// PNG, so a text-mode transfer or a truncated copy is caught at once.
 inline constexpr std::array<std::byte, 8> magic = {std::byte{0x89}, std::byte{'C'},  std::byte{'A'},  std::byte{'S'},
                                                    std::byte{'K'},  std::byte{'\r'}, std::byte{'\n'}, std::byte{0x1A}};
-/// The format version this library writes. It reads versions 1..version.
+/// The format version this library writes for segments, merge manifests and
+/// keydir snapshots. It reads versions 1..version.
 inline constexpr std::uint16_t version = 1;
+/// The format version of hint files, counted on its own (hint.hpp): 2.
+inline constexpr std::uint16_t hint_version = 2;
 inline constexpr std::size_t file_header_size = 32;
 
 enum class file_kind : std::uint16_t { segment = 1, hint = 2, merge_manifest = 3, keydir_snapshot = 4 };
@@ -125,7 +128,8 @@ header_status decode_file_header(std::span<const std::byte> in, file_kind expect
   h.codec_id = load_u32(in.data() + 16);
   h.segment_id = load_u32(in.data() + 20);
   h.flags = load_u32(in.data() + 24);
-  if (h.version == 0 || h.version > version || (h.flags & ~known_file_flags) != 0)
+  const std::uint16_t newest = h.kind == file_kind::hint ? hint_version : version;
+  if (h.version == 0 || h.version > newest || (h.flags & ~known_file_flags) != 0)
     return header_status::unsupported_version;
   if (h.kind != expected) return header_status::wrong_kind;
   return header_status::ok;

@@ -2004,6 +2004,7 @@ class log_store {
     /// From a hint file: the file, mapped (recover() keeps it mapped until the
     /// keydir is final).
     typename io_type::mapping hint;
+    std::uint64_t hint_min_seq = 0;  // the hint's base for sequence numbers
     bool from_hint = false;
     bool partial = false;         // a newest segment whose header never became valid
     std::vector<recovery_event> events;
@@ -2077,15 +2078,19 @@ class log_store {
       have_hint = !he && hsize == image.size();
     }
     if (have_hint) {
-      const std::size_t expect = static_cast<std::size_t>(
-          std::min<std::uint64_t>(image.size() / hint_format::entry_header_size, size / format::record_header_size));
+      // As many refs as the trailer says (else as many as could fit).
+      std::size_t expect = static_cast<std::size_t>(
+          std::min<std::uint64_t>(image.size() / hint_format::min_entry_size, size / format::record_header_size));
+      if (image.size() >= hint_format::trailer_size)
+        expect = static_cast<std::size_t>(
+            std::min<std::uint64_t>(expect, detail::load_u64(image.data() + image.size() - hint_format::trailer_size)));
       for (auto& r : p.refs) r.reserve(expect / recovery_parts + expect / 16);
-      if (validate_hint<checksum_type>(image, id, s.codec_id, size, hs_sum, [&](const hint_entry& he) {
+      if (validate_hint<checksum_type>(image, id, s.codec_id, size, hs_sum, [&](const hint_entry& he, std::size_t at) {
             const std::uint64_t h = Hasher{}(he.key);
-            const auto where = static_cast<std::uint32_t>(he.key.data() - hint_format::entry_header_size - image.data());
-            p.refs[part_of(h)].push_back({h, where});
+            p.refs[part_of(h)].push_back({h, static_cast<std::uint32_t>(at)});
           })) {
         p.from_hint = true;
+        p.hint_min_seq = hs_sum.min_seq;
         p.end = size;
         return p;
       }
@@ -2207,6 +2212,7 @@ class log_store {
     // the segments. The end of recover() turns them into record offsets.
     std::vector<std::shared_ptr<segment_type>> segs;
     std::vector<typename io_type::mapping> hints;  // hints[i]: of segs[i], or empty
+    std::vector<std::uint64_t> hint_min_seq;       // hint_min_seq[i]: the base of hints[i]'s sequence numbers
     std::uint64_t max_seq = 0;
     auto index_of = [&](std::uint32_t id) -> std::size_t {
       auto it = std::lower_bound(segs.begin(), segs.end(), id,
@@ -2221,7 +2227,7 @@ class log_store {
     /// segment, what its header (checked by the scan) says.
     auto indexed_at = [&](std::size_t i, std::uint32_t where) {
       const std::byte* e = bytes_at(i, where);
-      if (hints[i].data()) return hint_entry_at(e);
+      if (hints[i].data()) return hint_entry_at(e, hint_min_seq[i]);
       format::record_view o;
       (void)format::parse_record_header(e, static_cast<std::size_t>(segs[i]->capacity() - where), o);
       return hint_entry{o.seq, where, o.size, o.flags, o.key};
@@ -2333,6 +2339,7 @@ class log_store {
       auto seg = p.seg;
       segs.push_back(seg);
       hints.push_back(std::move(p.hint));
+      hint_min_seq.push_back(p.hint_min_seq);
       const std::size_t seg_index = segs.size() - 1;
       std::size_t n = 0;
       for (const auto& r : p.refs) n += r.size();
@@ -2423,6 +2430,7 @@ class log_store {
         // the new active segment (see reuse_id).
         segs.pop_back();
         hints.pop_back();
+        hint_min_seq.pop_back();
         seg.reset();
         p.seg.reset();
         s.reuse_id = p.id;
@@ -2456,11 +2464,11 @@ class log_store {
               k,
               [&](location l) {
                 if (!l.tombstone)
-                  if (const std::byte* e = hint_entry_of(l)) __builtin_prefetch(e + 8);
+                  if (const std::byte* e = hint_entry_of(l)) __builtin_prefetch(e);
               },
               [&](location l) -> std::optional<location> {
                 if (l.tombstone) return std::nullopt;
-                if (const std::byte* e = hint_entry_of(l)) l.offset = hint_entry_at(e).offset;
+                if (const std::byte* e = hint_entry_of(l)) l.offset = hint_entry_at(e, 0).offset;
                 return l;
               });
         }

@@ -102,7 +102,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* in, std::size_t size) 
     std::byte re[fmt::file_header_size];
     fmt::encode_file_header<checksum>(h, re);
     FUZZ_CHECK(std::memcmp(re, data, sizeof re) == 0, "a valid file header does not re-encode to its bytes");
-    FUZZ_CHECK(h.version >= 1 && h.version <= fmt::version && (h.flags & ~fmt::known_file_flags) == 0, "header fields");
+    FUZZ_CHECK(h.version >= 1 && h.version <= (h.kind == fmt::file_kind::hint ? fmt::hint_version : fmt::version) && (h.flags & ~fmt::known_file_flags) == 0, "header fields");
   }
   if (size < fmt::file_header_size) FUZZ_CHECK(hs == fmt::header_status::short_file, "short file status %d", int(hs));
   if (size >= fmt::file_header_size) check_scan(data, size, fmt::file_header_size);
