@@ -1980,6 +1980,8 @@ class log_store {
   /// Recovery applies each segment's records to the keydir in this many
   /// threads, each owning a share of the keydir's shards.
   static constexpr std::size_t recovery_parts = 2;
+  /// Below this many bytes of segment files, recovery starts no threads.
+  static constexpr std::uint64_t recovery_parallel_bytes = std::uint64_t{1} << 20;
   static std::size_t part_of(std::uint64_t hash) noexcept { return keydir_type::shard_index(hash) % recovery_parts; }
 
   /// A segment made ready for the keydir, off the main thread: mapped, its
@@ -2252,6 +2254,7 @@ class log_store {
     // from the file size), so the keydir is sized once, not grown step by step.
     std::size_t expected_records = 0, reserved = 0;
     bool any_tombstone = false;
+    std::uint64_t total_bytes = 0;  // of the segment files
     for (const auto id : ids) {
       std::byte hb[format::file_header_size];
       std::error_code he;
@@ -2268,9 +2271,11 @@ class log_store {
       // for the writer's segment would treat the real one as sealed.
       const auto seg_path = s.dir / segment_type::file_name(id);
       auto f = s.io.open(seg_path, open_mode::read, he);
-      const std::size_t got = he ? 0 : static_cast<std::size_t>(std::min<std::uint64_t>(f.size(he), sizeof hb));
+      const std::uint64_t seg_bytes = he ? 0 : f.size(he);
+      const std::size_t got = static_cast<std::size_t>(std::min<std::uint64_t>(seg_bytes, sizeof hb));
       if (!he) read_exact(f, hb, got, 0, he);
       if (he) return detail::set_error(ec, site, he, seg_path, 0), false;
+      total_bytes += seg_bytes;
       format::file_header h;
       const bool merged = got == sizeof hb &&
                           format::decode_file_header<checksum_type>(std::span(hb), format::file_kind::segment, h) ==
@@ -2308,10 +2313,14 @@ class log_store {
       }
     }
 
+    // A small store is recovered in this thread alone: starting threads
+    // would cost more than they save (and more than the whole open).
+    const bool parallel = total_bytes >= recovery_parallel_bytes;
+    const auto policy = parallel ? std::launch::async : std::launch::deferred;
     std::future<prepared> next;
     auto launch = [&](std::size_t idx) {
       if (idx < ids.size())
-        next = std::async(std::launch::async, [&s, id = ids[idx], newest = ids[idx] == last_active] {
+        next = std::async(policy, [&s, id = ids[idx], newest = ids[idx] == last_active] {
           return prepare(s, id, newest);
         });
     };
@@ -2321,7 +2330,7 @@ class log_store {
       launch(idx + 1);
       for (const auto& ev : p.events) report(s, ev.what, ev.file, ev.offset, ev.bytes, ev.detail);
       if (p.ec) {
-        if (next.valid()) next.wait();
+        if (parallel && next.valid()) next.wait();  // a deferred one never runs
         detail::set_error(ec, site, p.ec, p.path, p.err_off);
         return false;
       }
@@ -2402,7 +2411,7 @@ class log_store {
       {
         std::future<part_result> others[recovery_parts - 1];
         for (std::size_t k = 1; k < recovery_parts; ++k)
-          if (!p.refs[k].empty()) others[k - 1] = std::async(std::launch::async, apply_part, k);
+          if (!p.refs[k].empty()) others[k - 1] = std::async(policy, apply_part, k);
         parts[0] = apply_part(0);
         for (std::size_t k = 1; k < recovery_parts; ++k)
           if (others[k - 1].valid()) parts[k] = others[k - 1].get();
@@ -2474,7 +2483,7 @@ class log_store {
         }
       };
       std::future<void> others[recovery_parts - 1];
-      for (std::size_t k = 1; k < recovery_parts; ++k) others[k - 1] = std::async(std::launch::async, remap_part, k);
+      for (std::size_t k = 1; k < recovery_parts; ++k) others[k - 1] = std::async(policy, remap_part, k);
       remap_part(0);
       for (auto& f : others) f.get();
     }
