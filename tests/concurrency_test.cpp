@@ -103,6 +103,7 @@ BOOST_AUTO_TEST_CASE(concurrent_writers_readers_and_iteration_stay_consistent) {
   temp_dir d("mix");
   cask::options o;
   o.max_segment_bytes = 8192;
+  o.parallel_recovery_bytes = 0;  // the reopen below recovers with its helper threads
   auto db = string_store::open(d.path(), o);
   std::atomic<bool> stop{false};
   std::atomic<long> bad{0};
@@ -175,6 +176,7 @@ BOOST_AUTO_TEST_CASE(reads_are_linearizable_under_one_writer_and_continuous_merg
   scratch_dir d("linmerge");  // tmpfs: a merge's fsyncs cost nothing, so merges follow each other closely
   cask::options o;
   o.max_segment_bytes = 4096;
+  o.parallel_recovery_bytes = 0;  // the reopen below recovers with its helper threads
   o.merge.background = true;  // the policy's merges too, competing with the explicit ones
   o.merge.check_interval = std::chrono::milliseconds(1);
   auto db = string_store::open(d.path(), o);

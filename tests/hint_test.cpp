@@ -37,6 +37,7 @@ cask::options opts() {
   o.max_segment_bytes = 4096;
   o.merge.background = false;
   o.keydir_snapshot = false;  // what a clean restart would load instead of the hints (snapshot_test.cpp)
+  o.parallel_recovery_bytes = 0;  // recovery's helper threads, as for a large store
   return o;
 }
 /// A closed store of a few segments with overwrites and erases; hint files for all.
@@ -221,6 +222,34 @@ BOOST_AUTO_TEST_CASE(hints_and_scans_build_the_same_keydir) {
     BOOST_TEST((contents(db) == m));
   }
   BOOST_TEST(same_segments(with_hints, scanned));
+}
+
+// A small store is recovered in the opening thread, a large one with helper
+// threads: the two build the same keydir, from hints and from scans.
+BOOST_AUTO_TEST_CASE(recovery_with_and_without_threads_builds_the_same_keydir) {
+  temp_dir d("threads");
+  const model m = build(d / "ref");
+  for (const bool hints : {true, false}) {
+    std::vector<cask::segment_stats> got[2];
+    for (const std::uint64_t threshold : {std::uint64_t{0}, ~std::uint64_t{0}}) {
+      const auto dir = d / "x";
+      copy_dir(d / "ref", dir);
+      if (!hints)
+        for (const auto& e : std::filesystem::directory_iterator(dir))
+          if (e.path().extension() == ".hint") std::filesystem::remove(e.path());
+      auto o = opts();
+      o.parallel_recovery_bytes = threshold;
+      {
+        auto db = string_store::open(dir, o);
+        BOOST_TEST((contents(db) == m));
+        BOOST_TEST((hints ? db.stats().recovered_by_scan : db.stats().recovered_from_hints) == 0u);
+        got[threshold == 0 ? 0 : 1] = live_dead(db.stats());
+      }
+      std::filesystem::remove_all(dir);
+    }
+    BOOST_TEST(got[0].size() >= 2u);
+    BOOST_TEST(same_segments(got[0], got[1]));
+  }
 }
 
 // Recovery tells two records of a key apart by their hint entries in hinted

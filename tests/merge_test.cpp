@@ -39,6 +39,7 @@ cask::options small(std::uint64_t seg = 4096) {
   cask::options o;
   o.max_segment_bytes = seg;
   o.merge.background = false;
+  o.parallel_recovery_bytes = 0;  // reopens recover with the helper threads, as a large store does
   return o;
 }
 

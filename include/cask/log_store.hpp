@@ -1980,8 +1980,6 @@ class log_store {
   /// Recovery applies each segment's records to the keydir in this many
   /// threads, each owning a share of the keydir's shards.
   static constexpr std::size_t recovery_parts = 2;
-  /// Below this many bytes of segment files, recovery starts no threads.
-  static constexpr std::uint64_t recovery_parallel_bytes = std::uint64_t{1} << 20;
   static std::size_t part_of(std::uint64_t hash) noexcept { return keydir_type::shard_index(hash) % recovery_parts; }
 
   /// A segment made ready for the keydir, off the main thread: mapped, its
@@ -2315,7 +2313,7 @@ class log_store {
 
     // A small store is recovered in this thread alone: starting threads
     // would cost more than they save (and more than the whole open).
-    const bool parallel = total_bytes >= recovery_parallel_bytes;
+    const bool parallel = total_bytes >= s.opts.parallel_recovery_bytes;
     const auto policy = parallel ? std::launch::async : std::launch::deferred;
     std::future<prepared> next;
     auto launch = [&](std::size_t idx) {

@@ -107,6 +107,13 @@ struct options {
   /// docs/FORMAT.md "Keydir snapshot" and docs/DESIGN.md "Data flow".
   bool keydir_snapshot = true;
 
+  /// Open recovers the keydir with helper threads (one preparing the next
+  /// segment, a second applying records, docs/DESIGN.md "Data flow") when
+  /// the segment files hold at least this many bytes in all, and in the
+  /// opening thread alone below it, where starting threads would cost more
+  /// than they save. Default 1 MiB; 0: always with threads.
+  std::uint64_t parallel_recovery_bytes = std::uint64_t{1} << 20;
+
   /// Period of the background flush under sync_interval. Default 1 s: a crash
   /// of the machine (not of the process) loses at most about this much.
   std::chrono::milliseconds sync_interval{1000};
