@@ -63,39 +63,26 @@ struct raw_entry {
   std::uint8_t flags = 0;
   std::uint64_t key_len = 0, value_len = 0, seq_delta = 0, offset = 0;
   std::string key;
-  int overlong = -1;  // which varint (0..3) to write one byte longer than needed
+  int wider = -1;          // which field (0..3) to write one byte wider than needed
+  std::uint8_t extra0 = 0, extra1 = 0;  // bits or'ed into the descriptor bytes
 };
 struct raw_hint {
   std::vector<char> header;  // 32 bytes
   std::vector<raw_entry> entries;
   std::uint64_t records = 0, segment_bytes = 0, min_seq = 0, max_seq = 0;
 };
-std::uint64_t get_varint(const std::vector<char>& b, std::size_t& at) {
-  std::uint64_t v = 0;
-  for (unsigned shift = 0;; shift += 7) {
-    const auto c = static_cast<std::uint8_t>(b.at(at++));
-    v |= std::uint64_t{c & 0x7fu} << shift;
-    if (!(c & 0x80)) return v;
-  }
-}
-void put_varint(std::vector<char>& b, std::uint64_t v, bool overlong) {
-  while (v >= 0x80) {
-    b.push_back(static_cast<char>((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  if (overlong) {
-    b.push_back(static_cast<char>(v | 0x80));
-    v = 0;
-  }
-  b.push_back(static_cast<char>(v));
-}
 std::uint64_t le(const std::vector<char>& b, std::size_t at, int n) {
   std::uint64_t v = 0;
   for (int i = n - 1; i >= 0; --i) v = v << 8 | static_cast<std::uint8_t>(b.at(at + static_cast<std::size_t>(i)));
   return v;
 }
 void put_le(std::vector<char>& b, std::uint64_t v, int n) {
-  for (int i = 0; i < n; ++i) b.push_back(static_cast<char>(v >> (8 * i)));
+  for (int i = 0; i < n; ++i) b.push_back(static_cast<char>(n > 8 || i >= 8 ? 0 : v >> (8 * i)));
+}
+int width(std::uint64_t v) {
+  int n = 1;
+  while (n < 8 && (v >> (8 * n)) != 0) ++n;
+  return n;
 }
 raw_hint decode(const std::vector<char>& b) {
   raw_hint h;
@@ -107,11 +94,14 @@ raw_hint decode(const std::vector<char>& b) {
   h.max_seq = le(b, t + 24, 8);
   for (std::size_t at = 32; at < t;) {
     raw_entry e;
-    e.flags = static_cast<std::uint8_t>(b.at(at++));
-    e.key_len = get_varint(b, at);
-    e.value_len = get_varint(b, at);
-    e.seq_delta = get_varint(b, at);
-    e.offset = get_varint(b, at);
+    const auto d0 = static_cast<std::uint8_t>(b.at(at)), d1 = static_cast<std::uint8_t>(b.at(at + 1));
+    at += 2;
+    e.flags = d0 & 0x0f;
+    const int kb = (d1 & 3) + 1, vb = ((d1 >> 2) & 3) + 1, sb = ((d0 >> 4) & 7) + 1, ob = ((d1 >> 4) & 3) + 1;
+    e.key_len = le(b, at, kb), at += static_cast<std::size_t>(kb);
+    e.value_len = le(b, at, vb), at += static_cast<std::size_t>(vb);
+    e.seq_delta = le(b, at, sb), at += static_cast<std::size_t>(sb);
+    e.offset = le(b, at, ob), at += static_cast<std::size_t>(ob);
     e.key.assign(b.data() + at, e.key_len);
     at += e.key_len;
     h.entries.push_back(e);
@@ -124,11 +114,14 @@ std::vector<char> encode(const raw_hint& h) {
   auto* hp = reinterpret_cast<std::byte*>(b.data());
   cask::detail::store_u32(hp + 28, fmt::mask(cask::crc32c::compute(hp, 28)));
   for (const auto& e : h.entries) {
-    b.push_back(static_cast<char>(e.flags));
-    put_varint(b, e.key_len, e.overlong == 0);
-    put_varint(b, e.value_len, e.overlong == 1);
-    put_varint(b, e.seq_delta, e.overlong == 2);
-    put_varint(b, e.offset, e.overlong == 3);
+    int w[4] = {width(e.key_len), width(e.value_len), width(e.seq_delta), width(e.offset)};
+    if (e.wider >= 0) ++w[e.wider];
+    b.push_back(static_cast<char>(e.flags | (w[2] - 1) << 4 | e.extra0));
+    b.push_back(static_cast<char>((w[0] - 1) | (w[1] - 1) << 2 | (w[3] - 1) << 4 | e.extra1));
+    put_le(b, e.key_len, w[0]);
+    put_le(b, e.value_len, w[1]);
+    put_le(b, e.seq_delta, w[2]);
+    put_le(b, e.offset, w[3]);
     b.insert(b.end(), e.key.begin(), e.key.end());
   }
   put_le(b, h.records, 8);
@@ -169,14 +162,15 @@ BOOST_AUTO_TEST_CASE(hint_file_golden_bytes) {
     }
     return s;
   };
-  BOOST_TEST(bytes.size() == 32u + 7u + 8u + 40u);
+  BOOST_TEST(bytes.size() == 32u + 8u + 9u + 40u);
   BOOST_TEST(hex(0, 12) == "894341534b0d0a1a" "0200" "0200");  // magic, hint format version 2, kind 2: hint
-  // entries: flags | varints: key length, value length, seq - min seq, offset | key
-  BOOST_TEST(hex(32, 7) == "00" "02" "02" "00" "20" "6b31");
-  BOOST_TEST(hex(39, 8) == "01" "02" "00" "01" "ac02" "6b31");  // offset 300: two varint bytes
+  // entries: flags | seq delta bytes - 1 << 4, then key length bytes - 1 | value length's << 2 | offset's << 4;
+  // key length, value length, seq - min seq, offset (each in as few bytes as it needs); key
+  BOOST_TEST(hex(32, 8) == "00" "00" "02" "02" "00" "20" "6b31");
+  BOOST_TEST(hex(40, 9) == "01" "10" "02" "00" "01" "2c01" "6b31");  // a tombstone; offset 300 in two bytes
   // trailer: records 2 | segment bytes 400 | min seq 1000 | max seq 1001 | reserved | masked crc
-  BOOST_TEST(hex(47, 36) == "0200000000000000" "9001000000000000" "e803000000000000" "e903000000000000" "00000000");
-  BOOST_TEST(hex(83, 4) == "6685007b");
+  BOOST_TEST(hex(49, 36) == "0200000000000000" "9001000000000000" "e803000000000000" "e903000000000000" "00000000");
+  BOOST_TEST(hex(85, 4) == "3bcb8505");
   cask::hint_summary sum;
   BOOST_TEST(cask::validate_hint<cask::crc32c>(bytes, 7, fmt::codec_id<cask::crc32c>(cask::basic_codec::name), 400, sum));
   BOOST_TEST(sum.records == 2u);
@@ -447,10 +441,12 @@ BOOST_AUTO_TEST_CASE(a_hint_that_breaks_the_entry_grammar_is_not_used) {
   std::size_t put = 0;
   while (good.entries[put].flags != 0) ++put;
   const std::pair<const char*, std::function<void(raw_hint&)>> cases[] = {
-      {"key length in a longer form", [](raw_hint& h) { h.entries[1].overlong = 0; }},
-      {"value length in a longer form", [](raw_hint& h) { h.entries[1].overlong = 1; }},
-      {"sequence delta in a longer form", [](raw_hint& h) { h.entries[1].overlong = 2; }},
-      {"offset in a longer form", [](raw_hint& h) { h.entries[1].overlong = 3; }},
+      {"key length wider than needed", [](raw_hint& h) { h.entries[1].wider = 0; }},
+      {"value length wider than needed", [](raw_hint& h) { h.entries[1].wider = 1; }},
+      {"sequence delta wider than needed", [](raw_hint& h) { h.entries[1].wider = 2; }},
+      {"offset wider than needed", [](raw_hint& h) { h.entries[1].wider = 3; }},
+      {"a reserved descriptor bit (byte 0)", [](raw_hint& h) { h.entries[1].extra0 = 0x80; }},
+      {"a reserved descriptor bit (byte 1)", [](raw_hint& h) { h.entries[1].extra1 = 0x40; }},
       {"a reserved flag", [](raw_hint& h) { h.entries[1].flags |= 0x02; }},
       {"a tombstone with a value", [put](raw_hint& h) { h.entries[put].flags |= fmt::tombstone; }},
       {"a key past the limit", [](raw_hint& h) { h.entries[1].key_len = fmt::max_key_len + 1; }},

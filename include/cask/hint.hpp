@@ -18,6 +18,7 @@
 #include <cask/io.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -25,6 +26,7 @@
 #include <span>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 namespace cask {
@@ -35,54 +37,51 @@ namespace hint_format {
 /// entry headers) are not read: their segments are scanned and their hints
 /// written again.
 inline constexpr std::uint16_t version = format::hint_version;
-/// The smallest entry: the flags byte and four one-byte varints.
-inline constexpr std::size_t min_entry_size = 5;
-/// The largest entry header: flags 1, then varints of key length (3 bytes),
-/// value length (5), sequence number delta (9) and offset (5).
-inline constexpr std::size_t max_entry_header_size = 23;
+/// An entry: two descriptor bytes, four little-endian integers of the
+/// lengths the descriptors give, and the key (docs/FORMAT.md "Hint file").
+///   byte 0: record flags (bits 0-3), sequence delta length - 1 (bits 4-6), 0 (bit 7)
+///   byte 1: key length's length - 1 (bits 0-1), value length's (2-3), offset's (4-5), 0 (6-7)
+inline constexpr std::size_t min_entry_size = 6;
+/// The largest entry before its key: 2 + 3 (key length) + 4 + 8 + 4.
+inline constexpr std::size_t max_entry_header_size = 21;
 inline constexpr std::size_t trailer_size = 40;  ///< records 8, bytes 8, min seq 8, max seq 8, reserved 4, crc 4
+inline constexpr std::uint8_t flag_bits = 0x0f, reserved0 = 0x80, reserved1 = 0xc0;
 
-/// Appends `v` as an unsigned LEB128 varint: 7 bits a byte, low bits first,
-/// the high bit set on every byte but the last.
-inline std::byte* put_varint(std::byte* p, std::uint64_t v) noexcept {
-  while (v >= 0x80) {
-    *p++ = std::byte(static_cast<std::uint8_t>(v | 0x80));
-    v >>= 7;
-  }
-  *p++ = std::byte(static_cast<std::uint8_t>(v));
-  return p;
+/// How many bytes `v` needs (1 for 0).
+constexpr unsigned bytes_for(std::uint64_t v) noexcept {
+  return v == 0 ? 1u : static_cast<unsigned>((std::bit_width(v) + 7) / 8);
 }
-/// Decodes a varint that validate_hint() accepted.
-inline const std::byte* get_varint(const std::byte* p, std::uint64_t& v) noexcept {
-  std::uint64_t r = 0;
-  unsigned shift = 0;
-  std::uint8_t b;
-  do {
-    b = std::to_integer<std::uint8_t>(*p++);
-    r |= std::uint64_t{b & 0x7fu} << shift;
-    shift += 7;
-  } while (b & 0x80);
-  v = r;
-  return p;
-}
-/// Decodes a varint of at most `max` from [p, end), in its shortest form
-/// only (so that an entry has one encoding). Returns nullptr for anything else.
-inline const std::byte* get_varint_checked(const std::byte* p, const std::byte* end, std::uint64_t max,
-                                           std::uint64_t& v) noexcept {
-  std::uint64_t r = 0;
-  for (unsigned shift = 0; p < end && shift < 64; shift += 7) {
-    const auto b = std::to_integer<std::uint8_t>(*p++);
-    const std::uint64_t bits = b & 0x7fu;
-    if (shift > 0 && bits >> (64 - shift) != 0) return nullptr;  // past 64 bits
-    r |= bits << shift;
-    if ((b & 0x80) == 0) {
-      if (b == 0 && shift > 0) return nullptr;  // a longer form than needed
-      if (r > max) return nullptr;
-      v = r;
-      return p;
-    }
-  }
-  return nullptr;
+/// The low `n` bytes (1..8) of `v`.
+constexpr std::uint64_t low_bytes(std::uint64_t v, unsigned n) noexcept { return v & (~std::uint64_t{0} >> (64 - 8 * n)); }
+
+/// The fields of an entry as its descriptor bytes give them, decoded without
+/// a branch on the data: the field loads are independent of one another.
+/// Reads up to 8 bytes past each field's start (inside a hint file the
+/// 40-byte trailer follows every entry).
+struct raw_fields {
+  std::uint8_t flags;
+  unsigned key_len_bytes, value_len_bytes, seq_bytes, offset_bytes;
+  std::uint64_t key_len, value_len, seq_delta, offset;
+  const std::byte* key;  ///< where the key starts
+};
+inline raw_fields decode_fields(const std::byte* p) noexcept {
+  raw_fields f;
+  const auto d0 = std::to_integer<std::uint8_t>(p[0]), d1 = std::to_integer<std::uint8_t>(p[1]);
+  f.flags = d0 & flag_bits;
+  f.seq_bytes = ((d0 >> 4) & 7u) + 1;
+  f.key_len_bytes = (d1 & 3u) + 1;
+  f.value_len_bytes = ((d1 >> 2) & 3u) + 1;
+  f.offset_bytes = ((d1 >> 4) & 3u) + 1;
+  const std::byte* k = p + 2;
+  const std::byte* v = k + f.key_len_bytes;
+  const std::byte* q = v + f.value_len_bytes;
+  const std::byte* o = q + f.seq_bytes;
+  f.key_len = low_bytes(detail::load_u32(k), f.key_len_bytes);
+  f.value_len = low_bytes(detail::load_u32(v), f.value_len_bytes);
+  f.seq_delta = low_bytes(detail::load_u64(q), f.seq_bytes);
+  f.offset = low_bytes(detail::load_u32(o), f.offset_bytes);
+  f.key = o + f.offset_bytes;
+  return f;
 }
 }  // namespace hint_format
 
@@ -140,11 +139,15 @@ class hint_builder {
     std::byte* p = buf.data() + format::file_header_size;
     const std::byte* key = keys_.data();
     for (const auto& e : entries_) {
-      *p++ = std::byte{e.flags};
-      p = hint_format::put_varint(p, e.key_len);
-      p = hint_format::put_varint(p, e.size - format::record_size(e.key_len, 0));
-      p = hint_format::put_varint(p, e.seq - min_seq_);
-      p = hint_format::put_varint(p, e.offset);
+      using hint_format::bytes_for;
+      const std::uint64_t vlen = e.size - format::record_size(e.key_len, 0), dseq = e.seq - min_seq_;
+      const unsigned kb = bytes_for(e.key_len), vb = bytes_for(vlen), sb = bytes_for(dseq), ob = bytes_for(e.offset);
+      p[0] = std::byte(static_cast<std::uint8_t>((e.flags & hint_format::flag_bits) | (sb - 1) << 4));
+      p[1] = std::byte(static_cast<std::uint8_t>((kb - 1) | (vb - 1) << 2 | (ob - 1) << 4));
+      p += 2;
+      for (const auto& [v, n] : {std::pair{std::uint64_t{e.key_len}, kb}, std::pair{vlen, vb}, std::pair{dseq, sb},
+                                 std::pair{std::uint64_t{e.offset}, ob}})
+        for (unsigned i = 0; i < n; ++i) *p++ = std::byte(static_cast<std::uint8_t>(v >> (8 * i)));
       if (e.key_len > 0) std::memcpy(p, key, e.key_len);
       p += e.key_len;
       key += e.key_len;
@@ -182,17 +185,13 @@ inline std::string hint_file_name(std::uint32_t id) {
 /// Decodes the entry at `p` of a hint image that validate_hint() accepted,
 /// whose trailer gives `min_seq`; returns where the next entry starts.
 inline const std::byte* decode_hint_entry(const std::byte* p, std::uint64_t min_seq, hint_entry& e) noexcept {
-  std::uint64_t klen, vlen, dseq, off;
-  e.flags = std::to_integer<std::uint8_t>(*p++);
-  p = hint_format::get_varint(p, klen);
-  p = hint_format::get_varint(p, vlen);
-  p = hint_format::get_varint(p, dseq);
-  p = hint_format::get_varint(p, off);
-  e.seq = min_seq + dseq;
-  e.offset = static_cast<std::uint32_t>(off);
-  e.size = static_cast<std::uint32_t>(format::record_size(klen, vlen));
-  e.key = {p, static_cast<std::size_t>(klen)};
-  return p + klen;
+  const hint_format::raw_fields f = hint_format::decode_fields(p);
+  e.flags = f.flags;
+  e.seq = min_seq + f.seq_delta;
+  e.offset = static_cast<std::uint32_t>(f.offset);
+  e.size = static_cast<std::uint32_t>(format::record_size(f.key_len, f.value_len));
+  e.key = {f.key, static_cast<std::size_t>(f.key_len)};
+  return f.key + f.key_len;
 }
 
 /// The entry that starts at `p`, inside a hint image that validate_hint()
@@ -205,7 +204,8 @@ inline hint_entry hint_entry_at(const std::byte* p, std::uint64_t min_seq) noexc
 
 /// Checks a whole hint file image: header (kind, hint format version, codec,
 /// checksum, segment id), trailer checksum, that every entry is well formed
-/// (each number in its shortest form, within the format's limits) and lies
+/// (reserved bits zero, each number in its shortest form, within the
+/// format's limits) and lies
 /// inside a segment of `segment_bytes` bytes, that the entries end exactly at
 /// the trailer, and that the trailer's counts and sequence range are the
 /// entries'. Returns false for anything else, in which case the segment must
@@ -239,24 +239,31 @@ bool validate_hint(std::span<const std::byte> file, std::uint32_t segment_id, st
   const std::byte* p = begin + format::file_header_size;
   while (p < t) {
     const std::byte* const at = p;
-    const auto flags = std::to_integer<std::uint8_t>(*p++);
-    std::uint64_t klen = 0, vlen = 0, dseq = 0, roff = 0;
-    if ((flags & ~format::known_flags) != 0 ||
-        !(p = hint_format::get_varint_checked(p, t, format::max_key_len, klen)) ||
-        !(p = hint_format::get_varint_checked(p, t, format::max_value_len, vlen)) ||
-        !(p = hint_format::get_varint_checked(p, t, out.max_seq - out.min_seq, dseq)) ||
-        !(p = hint_format::get_varint_checked(p, t, format::max_segment_size, roff)) ||
-        static_cast<std::uint64_t>(t - p) < klen)
+    // Both descriptor bytes and every field start before the trailer ends,
+    // so decode_fields() reads inside the file; then each field must end
+    // before the entries do, in its shortest form, within its limits.
+    if (t - p < static_cast<std::ptrdiff_t>(hint_format::min_entry_size)) return false;
+    if ((std::to_integer<std::uint8_t>(p[0]) & hint_format::reserved0) != 0 ||
+        (std::to_integer<std::uint8_t>(p[1]) & hint_format::reserved1) != 0)
       return false;
-    const std::uint64_t seq = out.min_seq + dseq, rsize = format::record_size(klen, vlen);
-    if (seq < format::first_sequence || ((flags & format::tombstone) && vlen != 0)) return false;
-    if (roff < format::file_header_size || roff + rsize > segment_bytes) return false;
+    const hint_format::raw_fields f = hint_format::decode_fields(p);
+    using hint_format::bytes_for;
+    if (f.key > t || static_cast<std::uint64_t>(t - f.key) < f.key_len) return false;
+    if (bytes_for(f.key_len) != f.key_len_bytes || bytes_for(f.value_len) != f.value_len_bytes ||
+        bytes_for(f.seq_delta) != f.seq_bytes || bytes_for(f.offset) != f.offset_bytes)
+      return false;
+    if ((f.flags & ~format::known_flags) != 0 || f.key_len > format::max_key_len || f.value_len > format::max_value_len ||
+        f.seq_delta > out.max_seq - out.min_seq || ((f.flags & format::tombstone) && f.value_len != 0))
+      return false;
+    const std::uint64_t seq = out.min_seq + f.seq_delta, rsize = format::record_size(f.key_len, f.value_len);
+    if (seq < format::first_sequence) return false;
+    if (f.offset < format::file_header_size || f.offset + rsize > segment_bytes) return false;
     lo = std::min(lo, seq);
     hi = std::max(hi, seq);
-    on_entry(hint_entry{seq, static_cast<std::uint32_t>(roff), static_cast<std::uint32_t>(rsize), flags,
-                        {p, static_cast<std::size_t>(klen)}},
+    on_entry(hint_entry{seq, static_cast<std::uint32_t>(f.offset), static_cast<std::uint32_t>(rsize), f.flags,
+                        {f.key, static_cast<std::size_t>(f.key_len)}},
              static_cast<std::size_t>(at - begin));
-    p += klen;
+    p = f.key + f.key_len;
     ++n;
   }
   if (n == 0) return out.records == 0 && out.min_seq == 0 && out.max_seq == 0;
