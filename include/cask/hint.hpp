@@ -59,11 +59,18 @@ constexpr std::uint64_t low_bytes(std::uint64_t v, unsigned n) noexcept { return
 /// Reads up to 8 bytes past each field's start (inside a hint file the
 /// 40-byte trailer follows every entry).
 struct raw_fields {
-  std::uint8_t flags;
-  unsigned key_len_bytes, value_len_bytes, seq_bytes, offset_bytes;
-  std::uint64_t key_len, value_len, seq_delta, offset;
-  const std::byte* key;  ///< where the key starts
+  std::uint8_t flags;            ///< the record's flags (descriptor byte 0, bits 0-3)
+  unsigned key_len_bytes;        ///< bytes the key length takes (1..4)
+  unsigned value_len_bytes;      ///< bytes the value length takes (1..4)
+  unsigned seq_bytes;            ///< bytes the sequence delta takes (1..8)
+  unsigned offset_bytes;         ///< bytes the record offset takes (1..4)
+  std::uint64_t key_len;         ///< the key length
+  std::uint64_t value_len;       ///< the value length
+  std::uint64_t seq_delta;       ///< the sequence number less the trailer's lowest
+  std::uint64_t offset;          ///< the record's offset in the segment
+  const std::byte* key;          ///< where the key starts
 };
+/// Decodes the descriptor bytes and fields of the entry at `p` (unchecked; see raw_fields).
 inline raw_fields decode_fields(const std::byte* p) noexcept {
   raw_fields f;
   const auto d0 = std::to_integer<std::uint8_t>(p[0]), d1 = std::to_integer<std::uint8_t>(p[1]);
