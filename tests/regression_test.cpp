@@ -653,6 +653,77 @@ BOOST_AUTO_TEST_CASE(garbage_tail) {
   }
 }
 
+// The zeros after the newest segment's data are preallocated space. Where the
+// file system reports them as a hole (posix_io::file::data_end), recovery does
+// not read them; a byte or a valid record written far into that space must
+// still be found, reported and cut, as garbage_tail checks for bytes next to
+// the data. Each image is made by a crash, not copied: a copy fills the holes.
+BOOST_AUTO_TEST_CASE(garbage_far_into_a_preallocated_tail) {
+  scratch_dir d("holes");
+  constexpr std::uint64_t seg_bytes = 1 << 20, far = 768 << 10;
+  model m;
+  for (int i = 0; i < 20; ++i) m[key_of(i)] = value_of(i);
+  for (int variant = 0; variant < 3; ++variant) {
+    const auto dir = d / ("v" + std::to_string(variant));
+    {
+      faulty_io io;
+      auto o = small(seg_bytes);
+      o.prefault_bytes = 0;  // nothing mapped ahead: the tail stays unwritten
+      auto db = traced_store::open(dir, o, io);
+      for (const auto& [k, v] : m) db.put(k, v);
+      io.plan().crashed = true;
+    }
+    const auto seg = segment_files(dir).at(0);
+    BOOST_REQUIRE(!std::filesystem::exists(hint_of(seg)));
+    BOOST_REQUIRE_EQUAL(std::filesystem::file_size(seg), seg_bytes);
+    const auto recs = scan_file(seg);
+    BOOST_REQUIRE_EQUAL(recs.size(), m.size());
+    const std::uint64_t data_end = recs.back().offset + recs.back().size;
+    std::uint64_t nonzero_end = data_end;
+    {
+      std::error_code ec;
+      auto f = cask::posix_io{}.open(seg, cask::open_mode::read_write, ec);
+      BOOST_REQUIRE(!ec);
+      if (variant == 1) {
+        const std::byte b{0x5a};
+        f.write_at(&b, 1, far, ec);
+        nonzero_end = far + 1;
+      }
+      if (variant == 2) {
+        // A stale copy of the first record, checksum intact.
+        const auto bytes = read_file(seg);
+        f.write_at(reinterpret_cast<const std::byte*>(bytes.data()) + recs[0].offset, recs[0].size, far, ec);
+        nonzero_end = far + recs[0].size;
+      }
+      BOOST_REQUIRE(!ec);
+      // What data_end() must hold on any file system: nothing nonzero past it.
+      const std::uint64_t de = f.data_end(seg_bytes);
+      BOOST_TEST(de >= nonzero_end);
+      BOOST_TEST(de <= seg_bytes);
+      if (variant == 0) BOOST_TEST_MESSAGE("data_end " << de << " of " << seg_bytes << " (holes reported: " << (de < seg_bytes) << ")");
+    }
+    reports r;
+    {
+      auto db = string_store::open(dir, r.opts(small(seg_bytes)));
+      BOOST_REQUIRE_MESSAGE((contents(db) == m), "variant " << variant);
+      if (variant == 0) {
+        BOOST_TEST(r.events.empty());
+      } else {
+        BOOST_REQUIRE_EQUAL(r.count(cask::recovery_event::kind::torn_tail), 1u);
+        BOOST_TEST(r.events.at(0).file == seg);
+        BOOST_TEST(r.events.at(0).offset == data_end);
+        BOOST_TEST(r.events.at(0).bytes == nonzero_end - data_end);
+        if (variant == 2) BOOST_TEST(r.events.at(0).detail.find("follow at offset " + std::to_string(far)) != std::string::npos);
+      }
+    }
+    BOOST_TEST(std::filesystem::file_size(seg) == data_end);
+    reports r2;
+    auto db = string_store::open(dir, r2.opts(small(seg_bytes)));
+    BOOST_TEST((contents(db) == m));
+    BOOST_TEST(r2.events.empty());
+  }
+}
+
 // LevelDB once appended new records after a torn tail without cutting it, so
 // the next recovery stopped at the garbage and lost everything written since.
 // cask cuts the tail (durably) and writes into a new segment; records written

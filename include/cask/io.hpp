@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -85,6 +86,23 @@ class posix_io {
     void allocate(std::uint64_t len, std::error_code& ec) {
       const int r = ::posix_fallocate(fd_, 0, static_cast<off_t>(len));
       if (r != 0) ec = detail::errno_code(r);
+    }
+    /// Where the file's last data extent ends, as the file system reports it
+    /// (lseek SEEK_DATA / SEEK_HOLE): every byte from there to `size` lies in
+    /// a hole or in preallocated, never-written space, and reads as zero.
+    /// `size` where the file system cannot tell. Recovery uses it to check a
+    /// preallocated tail without reading it; an I/O policy may leave it out.
+    std::uint64_t data_end(std::uint64_t size) const noexcept {
+      std::uint64_t end = 0;
+      for (off_t off = 0; static_cast<std::uint64_t>(off) < size;) {
+        const off_t d = ::lseek(fd_, off, SEEK_DATA);
+        if (d < 0) return errno == ENXIO ? end : size;  // ENXIO: no data from off on
+        const off_t h = ::lseek(fd_, d, SEEK_HOLE);
+        if (h < 0 || h <= d) return size;
+        end = static_cast<std::uint64_t>(h);
+        off = h;
+      }
+      return std::min(end, size);
     }
     /// Sets the file's size to `len` bytes.
     void truncate(std::uint64_t len, std::error_code& ec) {

@@ -2048,6 +2048,14 @@ class log_store {
     }
     auto m = s.io.map(f, static_cast<std::size_t>(size), false, e);
     if (e) return fail(e);
+    // The newest segment is preallocated: most of it is zeros after its data.
+    // Where the file system can tell, everything from zero_from on lies in a
+    // hole or unwritten space and reads as zero, so the checks for a clean or
+    // torn tail below need not read it (faulting in page after page of zeros
+    // was most of an open after a crash).
+    std::uint64_t zero_from = size;
+    if constexpr (requires(const typename io_type::file& x) { x.data_end(std::uint64_t{}); })
+      if (newest) zero_from = f.data_end(size);
     format::file_header h;
     const auto hs = format::decode_file_header<checksum_type>(std::span(m.data(), static_cast<std::size_t>(size)),
                                                               format::file_kind::segment, h);
@@ -2055,7 +2063,7 @@ class log_store {
       // The newest segment's header may be torn if the machine crashed as the
       // segment was created; then no record in it can validate either.
       if (newest && (hs == format::header_status::bad_checksum || hs == format::header_status::bad_magic) &&
-          !find_next_record<checksum_type>(m.data(), size, format::file_header_size)) {
+          !find_next_record<checksum_type>(m.data(), size, format::file_header_size, zero_from)) {
         p.partial = true;
         p.events.push_back({recovery_event::kind::removed_partial, path, 0, size, "segment header never completed"});
         return p;
@@ -2135,7 +2143,7 @@ class log_store {
     };
     std::uint64_t start = format::file_header_size;
     for (;;) {
-      const scan_result r = scan_records<checksum_type>(data, size, start, add);
+      const scan_result r = scan_records<checksum_type>(data, size, start, add, zero_from);
       if (r.valid_end == size || (r.stop == format::record_status::zero && r.clean_end && newest)) {
         p.end = r.valid_end;
         break;
@@ -2143,8 +2151,9 @@ class log_store {
       if (newest) {
         // A torn tail: whatever follows the last valid record was never
         // acknowledged as durable (records are durable only in order).
-        const auto next = find_next_record<checksum_type>(data, size, r.valid_end + 1);
-        const std::uint64_t nonzero_end = cask::nonzero_end(data, r.valid_end, size);
+        const auto next = find_next_record<checksum_type>(data, size, r.valid_end + 1, zero_from);
+        const std::uint64_t nonzero_end =
+            cask::nonzero_end(data, r.valid_end, std::max(r.valid_end, std::min(size, zero_from)));
         std::string why = std::string("torn tail: ") + status_text(r.stop);
         if (next) why += "; records that validate follow at offset " + std::to_string(*next) +
                          " (unsynced writes reordered by the page cache, or damage)";

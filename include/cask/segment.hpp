@@ -241,8 +241,11 @@ struct scan_result {
 /// Calls on_record(const record_view&, offset) for each valid record of a
 /// segment's data [header, size), in order, and stops at the first record that
 /// does not validate (or at zeros: preallocated space). Reports where and why.
+/// Bytes from `zero_from` on are known to be zero (a hole, see
+/// posix_io::file::data_end) and are not read to tell whether the end is clean.
 template <class Checksum, class F>
-scan_result scan_records(const std::byte* data, std::uint64_t size, std::uint64_t start, F&& on_record) {
+scan_result scan_records(const std::byte* data, std::uint64_t size, std::uint64_t start, F&& on_record,
+                         std::uint64_t zero_from = UINT64_MAX) {
   scan_result r;
   std::uint64_t off = start;
   while (off < size) {
@@ -256,15 +259,17 @@ scan_result scan_records(const std::byte* data, std::uint64_t size, std::uint64_
     off += rv.size;
   }
   r.valid_end = off;
-  r.clean_end = all_zero(data + off, size - off);
+  r.clean_end = all_zero(data + off, std::max(off, std::min(size, zero_from)) - off);
   return r;
 }
 
 /// The offset of the next record at or after `from` that validates, or
-/// nothing.
+/// nothing. Bytes from `zero_from` on are known to be zero, and a record of
+/// zeros never validates, so no record is looked for there.
 template <class Checksum>
-std::optional<std::uint64_t> find_next_record(const std::byte* data, std::uint64_t size, std::uint64_t from) {
-  for (std::uint64_t off = from; off + format::record_header_size <= size; ++off) {
+std::optional<std::uint64_t> find_next_record(const std::byte* data, std::uint64_t size, std::uint64_t from,
+                                              std::uint64_t zero_from = UINT64_MAX) {
+  for (std::uint64_t off = from; off + format::record_header_size <= size && off < zero_from; ++off) {
     format::record_view rv;
     if (format::parse_record<Checksum>(data + off, static_cast<std::size_t>(size - off), rv) ==
         format::record_status::ok)
