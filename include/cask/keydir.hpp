@@ -93,26 +93,9 @@ class hash_keydir {
     std::size_t cap;
     std::unique_ptr<slot[]> slots;
   };
-  /// A count only the shard's writer changes and any thread may read: plain
-  /// relaxed loads and stores, no read-modify-write. Each shard has its own,
-  /// in its own cache line, so writers of different shards (recovery's
-  /// threads) never contend for one.
-  class writer_count {
-   public:
-    operator std::size_t() const noexcept { return v_.load(std::memory_order_relaxed); }
-    writer_count& operator=(std::size_t n) noexcept {
-      v_.store(n, std::memory_order_relaxed);
-      return *this;
-    }
-    writer_count& operator++() noexcept { return *this = *this + 1; }
-    writer_count& operator--() noexcept { return *this = *this - 1; }
-
-   private:
-    std::atomic<std::size_t> v_{0};
-  };
   struct alignas(64) shard {
     std::atomic<table*> t{nullptr};
-    writer_count live;     // live entries; writer-owned, read by size()
+    std::size_t live = 0;  // writer-owned
     std::size_t used = 0;  // live + erased markers; writer-owned
   };
 
@@ -190,6 +173,7 @@ class hash_keydir {
     t->slots[free_slot].loc.store(loc.pack(), std::memory_order_release);
     t->slots[free_slot].hash.store(h, std::memory_order_release);
     ++s.live;
+    live_.fetch_add(1, std::memory_order_relaxed);
     return std::nullopt;
   }
 
@@ -213,6 +197,7 @@ class hash_keydir {
         if (match(old)) {
           t->slots[i].hash.store(erased_hash, std::memory_order_release);
           --s.live;
+          live_.fetch_sub(1, std::memory_order_relaxed);
           return old;
         }
       }
@@ -253,6 +238,7 @@ class hash_keydir {
         }
       }
     }
+    live_.fetch_sub(removed, std::memory_order_relaxed);
     return removed;
   }
 
@@ -289,6 +275,7 @@ class hash_keydir {
         t->slots[i].loc.store(to->pack(), std::memory_order_release);
       }
     }
+    live_.fetch_sub(removed, std::memory_order_relaxed);
     if (nt) install(s, nt, s.live);
     return removed;
   }
@@ -485,21 +472,19 @@ class hash_keydir {
   /// Puts the tables of `im` (from a load_image() that succeeded) in place
   /// of this keydir's, which must be empty and unseen by readers (recovery).
   void install_image(image&& im) {
+    std::size_t live = 0;
     for (std::size_t k = 0; k < shard_count; ++k) {
       shard& s = shards_[k];
       delete s.t.exchange(im.tables[k].release(), std::memory_order_release);
       s.live = im.live[k];
       s.used = im.used[k];
+      live += s.live;
     }
+    live_.store(live, std::memory_order_relaxed);
   }
 
-  /// Live entries. Thread-safe: the sum of the shards' counts (a snapshot
-  /// that may lag writers).
-  std::size_t size() const noexcept {
-    std::size_t n = 0;
-    for (const shard& s : shards_) n += s.live;
-    return n;
-  }
+  /// Live entries. Thread-safe.
+  std::size_t size() const noexcept { return live_.load(std::memory_order_relaxed); }
 
   /// Entry count and memory. Thread-safe (a snapshot that may lag the writer).
   stats_type stats() const {
@@ -545,14 +530,14 @@ class hash_keydir {
   void install(shard& s, table* nt, std::size_t live) {
     table* old = s.t.load(std::memory_order_relaxed);
     s.t.store(nt, std::memory_order_release);
-    s.live = live;
-    s.used = live;
+    s.used = s.live = live;
     epoch_.synchronize();
     delete old;
   }
 
   detail::epoch_domain& epoch_;
   shard shards_[shard_count];
+  std::atomic<std::size_t> live_{0};
 };
 
 }  // namespace cask

@@ -1992,23 +1992,15 @@ class log_store {
     std::shared_ptr<segment_type> seg;
     std::uint64_t size = 0;  // file size
     std::uint64_t end = 0;   // end of the valid data
-    /// One record, as the keydir needs it: its key's hash and where it is
-    /// described: its ordinal among the hint file's entries (from_hint, see
-    /// `entries`), or the record's own offset in a scanned segment.
+    /// One record, as the keydir needs it: its key's hash and the offset of
+    /// what describes it, its hint entry (from_hint) or the record itself.
     struct ref {
       std::uint64_t hash;   ///< of the record's key
-      std::uint32_t where;  ///< ordinal of its hint entry (from_hint) or offset of the record
-    };
-    /// From a hint file, each entry in file order: where it starts in the hint
-    /// file, and the offset of its record in the segment.
-    struct entry_at {
-      std::uint32_t entry;   ///< offset of the hint entry in the hint file
-      std::uint32_t record;  ///< offset of the record in the segment
+      std::uint32_t where;  ///< offset of its hint entry (from_hint) or of the record
     };
     /// The records in file order, split by keydir shard: refs[i] holds those
     /// of the shards k with k % recovery_parts == i, applied by one thread.
     std::vector<ref> refs[recovery_parts];
-    std::vector<entry_at> entries;  ///< from_hint: the hint file's entries, by ordinal
     /// From a hint file: the file, mapped (recover() keeps it mapped until the
     /// keydir is final).
     typename io_type::mapping hint;
@@ -2101,11 +2093,9 @@ class log_store {
         expect = static_cast<std::size_t>(
             std::min<std::uint64_t>(expect, detail::load_u64(image.data() + image.size() - hint_format::trailer_size)));
       for (auto& r : p.refs) r.reserve(expect / recovery_parts + expect / 16);
-      p.entries.reserve(expect);
       if (validate_hint<checksum_type>(image, id, s.codec_id, size, hs_sum, [&](const hint_entry& he, std::size_t at) {
             const std::uint64_t h = Hasher{}(he.key);
-            p.refs[part_of(h)].push_back({h, static_cast<std::uint32_t>(p.entries.size())});
-            p.entries.push_back({static_cast<std::uint32_t>(at), he.offset});
+            p.refs[part_of(h)].push_back({h, static_cast<std::uint32_t>(at)});
           })) {
         p.from_hint = true;
         p.hint_min_seq = hs_sum.min_seq;
@@ -2117,7 +2107,6 @@ class log_store {
       p.events.push_back({recovery_event::kind::bad_hint, hint_path, 0, image.size(),
                           "hint file does not validate; scanning the segment instead"});
     p.hint = {};
-    p.entries = {};
     for (auto& r : p.refs) r = {};
     if (hs_sum.trailer_valid && hs_sum.segment_bytes != size) {
       // Sealed segments never change size, and a hint is written only for a
@@ -2226,16 +2215,13 @@ class log_store {
 
     // Recovered segments in id order, and beside each its mapped hint file if
     // its entries came from one. While recovery runs, the keydir entries of a
-    // hinted segment hold the ordinal of the record's hint entry, not the
-    // record's offset: two records of a key are told apart by the keys and
-    // sequence numbers in the hint files (checksummed as a whole), never by
-    // reading the segments. The end of recover() turns the ordinals into
-    // record offsets from `entries`, a dense array (8 bytes a record) that
-    // stays in cache far better than the hint files themselves.
+    // hinted segment hold the offset of the record's hint entry, not of the
+    // record: two records of a key are told apart by the keys and sequence
+    // numbers in the hint files (checksummed as a whole), never by reading
+    // the segments. The end of recover() turns them into record offsets.
     std::vector<std::shared_ptr<segment_type>> segs;
     std::vector<typename io_type::mapping> hints;  // hints[i]: of segs[i], or empty
     std::vector<std::uint64_t> hint_min_seq;       // hint_min_seq[i]: the base of hints[i]'s sequence numbers
-    std::vector<std::vector<typename prepared::entry_at>> entries;  // entries[i]: of hints[i], by ordinal
     std::uint64_t max_seq = 0;
     auto index_of = [&](std::uint32_t id) -> std::size_t {
       auto it = std::lower_bound(segs.begin(), segs.end(), id,
@@ -2244,7 +2230,7 @@ class log_store {
     };
     auto bytes_at = [&](std::size_t i, std::uint32_t where) {
       const std::byte* h = hints[i].data();
-      return h ? h + entries[i][where].entry : segs[i]->data() + where;
+      return (h ? h : segs[i]->data()) + where;
     };
     /// A record as recovery compares it: its hint entry or, in a scanned
     /// segment, what its header (checked by the scan) says.
@@ -2346,10 +2332,6 @@ class log_store {
         });
     };
     launch(0);
-    // Meanwhile this thread sizes the keydir (zeroing its tables costs
-    // about as much as preparing a segment).
-    reserved = expected_records;
-    s.keydir.reserve(reserved);
     for (std::size_t idx = 0; idx < ids.size(); ++idx) {
       prepared p = next.get();
       launch(idx + 1);
@@ -2374,7 +2356,6 @@ class log_store {
       segs.push_back(seg);
       hints.push_back(std::move(p.hint));
       hint_min_seq.push_back(p.hint_min_seq);
-      entries.push_back(std::move(p.entries));
       const std::size_t seg_index = segs.size() - 1;
       std::size_t n = 0;
       for (const auto& r : p.refs) n += r.size();
@@ -2466,7 +2447,6 @@ class log_store {
         segs.pop_back();
         hints.pop_back();
         hint_min_seq.pop_back();
-        entries.pop_back();
         seg.reset();
         p.seg.reset();
         s.reuse_id = p.id;
@@ -2489,9 +2469,10 @@ class log_store {
     // of the shards in its own thread, as above.
     const bool any_hint = std::any_of(hints.begin(), hints.end(), [](const auto& m) { return m.data() != nullptr; });
     if (any_tombstone || any_hint) {
-      auto entry_of = [&](location l) -> const typename prepared::entry_at* {
+      auto hint_entry_of = [&](location l) -> const std::byte* {
         const std::size_t i = index_of(l.segment);
-        return i != SIZE_MAX && hints[i].data() ? &entries[i][l.offset] : nullptr;
+        const std::byte* h = i == SIZE_MAX ? nullptr : hints[i].data();
+        return h ? h + l.offset : nullptr;
       };
       auto remap_part = [&](std::size_t part) {
         for (std::size_t k = part; k < keydir_type::shards(); k += recovery_parts) {
@@ -2499,11 +2480,11 @@ class log_store {
               k,
               [&](location l) {
                 if (!l.tombstone)
-                  if (const auto* e = entry_of(l)) __builtin_prefetch(e);
+                  if (const std::byte* e = hint_entry_of(l)) __builtin_prefetch(e);
               },
               [&](location l) -> std::optional<location> {
                 if (l.tombstone) return std::nullopt;
-                if (const auto* e = entry_of(l)) l.offset = e->record;
+                if (const std::byte* e = hint_entry_of(l)) l.offset = hint_entry_at(e, 0).offset;
                 return l;
               });
         }
