@@ -173,7 +173,7 @@ class faulty_io {
     bool is_open() const noexcept { return f_.is_open(); }
     const std::filesystem::path& path() const noexcept { return f_.path(); }
     std::uint64_t size(std::error_code& ec) const { return f_.size(ec); }
-    /// Only a hint (a wrong one would only cost reading zeros), so not a counted call.
+    /// Changes nothing on disk, so not a counted call (faults are injected only into calls that do I/O).
     std::uint64_t data_end(std::uint64_t size) const noexcept { return f_.data_end(size); }
     void allocate(std::uint64_t len, std::error_code& ec) {
       if (plan_->step(call_allocate, path(), ec)) f_.allocate(len, ec);

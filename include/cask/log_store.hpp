@@ -2142,7 +2142,7 @@ class log_store {
         // acknowledged as durable (records are durable only in order).
         const auto next = find_next_record<checksum_type>(data, size, r.valid_end + 1, zero_from);
         const std::uint64_t nonzero_end =
-            cask::nonzero_end(data, r.valid_end, std::max(r.valid_end, std::min(size, zero_from)));
+            cask::nonzero_end(data, r.valid_end, std::max(r.valid_end, zero_from));  // zero_from <= size
         std::string why = std::string("torn tail: ") + status_text(r.stop);
         if (next) why += "; records that validate follow at offset " + std::to_string(*next) +
                          " (unsynced writes reordered by the page cache, or damage)";
