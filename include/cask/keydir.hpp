@@ -95,8 +95,14 @@ class hash_keydir {
   };
   struct alignas(64) shard {
     std::atomic<table*> t{nullptr};
-    std::size_t live = 0;  // writer-owned
+    // Live entries: written by the shard's writer only (a plain load and
+    // store, no read-modify-write), read by size() in any thread. Each shard
+    // counts its own, in its own cache line, so that recovery's threads, each
+    // filling its own shards, never contend for one counter.
+    std::atomic<std::size_t> live{0};
     std::size_t used = 0;  // live + erased markers; writer-owned
+    std::size_t live_count() const noexcept { return live.load(std::memory_order_relaxed); }
+    void set_live(std::size_t n) noexcept { live.store(n, std::memory_order_relaxed); }
   };
 
  public:
@@ -159,7 +165,7 @@ class hash_keydir {
     }
     if (free_slot == SIZE_MAX) {
       if (over_max(s.used + 1, t->capacity())) {
-        rebuild(s, s.live + 1);
+        rebuild(s, s.live_count() + 1);
         t = s.t.load(std::memory_order_relaxed);
         for (free_slot = t->home(h); t->slots[free_slot].hash.load(std::memory_order_relaxed) != empty_hash;
              free_slot = t->next(free_slot)) {
@@ -172,8 +178,7 @@ class hash_keydir {
     // The location first, then the hash that makes the slot visible.
     t->slots[free_slot].loc.store(loc.pack(), std::memory_order_release);
     t->slots[free_slot].hash.store(h, std::memory_order_release);
-    ++s.live;
-    live_.fetch_add(1, std::memory_order_relaxed);
+    s.set_live(s.live_count() + 1);
     return std::nullopt;
   }
 
@@ -196,8 +201,7 @@ class hash_keydir {
         const location old = location::unpack(t->slots[i].loc.load(std::memory_order_relaxed));
         if (match(old)) {
           t->slots[i].hash.store(erased_hash, std::memory_order_release);
-          --s.live;
-          live_.fetch_sub(1, std::memory_order_relaxed);
+          s.set_live(s.live_count() - 1);
           return old;
         }
       }
@@ -233,12 +237,11 @@ class hash_keydir {
         if (hv < 2) continue;
         if (pred(location::unpack(t->slots[i].loc.load(std::memory_order_relaxed)))) {
           t->slots[i].hash.store(erased_hash, std::memory_order_release);
-          --s.live;
+          s.set_live(s.live_count() - 1);
           ++removed;
         }
       }
     }
-    live_.fetch_sub(removed, std::memory_order_relaxed);
     return removed;
   }
 
@@ -256,8 +259,9 @@ class hash_keydir {
     table* t = s.t.load(std::memory_order_relaxed);
     const std::size_t cap = t->capacity();
     table* nt = nullptr;
-    if (cap > min_capacity && double(s.live) < shrink_load * double(cap))
-      nt = new table(std::max(min_capacity, static_cast<std::size_t>(double(s.live) / rebuild_load) + 1));
+    std::size_t live = s.live_count();
+    if (cap > min_capacity && double(live) < shrink_load * double(cap))
+      nt = new table(std::max(min_capacity, static_cast<std::size_t>(double(live) / rebuild_load) + 1));
     std::size_t removed = 0;
     for (std::size_t i = 0; i < cap; ++i) {
       if (i + distance < cap && t->slots[i + distance].hash.load(std::memory_order_relaxed) >= 2)
@@ -267,7 +271,7 @@ class hash_keydir {
       const std::optional<location> to = f(location::unpack(t->slots[i].loc.load(std::memory_order_relaxed)));
       if (!to) {
         if (!nt) t->slots[i].hash.store(erased_hash, std::memory_order_release);
-        --s.live;
+        --live;
         ++removed;
       } else if (nt) {
         place(*nt, hv, to->pack());
@@ -275,8 +279,10 @@ class hash_keydir {
         t->slots[i].loc.store(to->pack(), std::memory_order_release);
       }
     }
-    live_.fetch_sub(removed, std::memory_order_relaxed);
-    if (nt) install(s, nt, s.live);
+    if (nt)
+      install(s, nt, live);
+    else
+      s.set_live(live);
     return removed;
   }
 
@@ -343,7 +349,7 @@ class hash_keydir {
     for (std::size_t k = 0; k < shard_count; ++k) {
       const shard& s = shards_[k];
       detail::store_u64(head.data() + 24 * k, s.t.load(std::memory_order_relaxed)->capacity());
-      detail::store_u64(head.data() + 24 * k + 8, s.live);
+      detail::store_u64(head.data() + 24 * k + 8, s.live_count());
       detail::store_u64(head.data() + 24 * k + 16, s.used);
     }
     out(head.data(), head.size());
@@ -472,19 +478,21 @@ class hash_keydir {
   /// Puts the tables of `im` (from a load_image() that succeeded) in place
   /// of this keydir's, which must be empty and unseen by readers (recovery).
   void install_image(image&& im) {
-    std::size_t live = 0;
     for (std::size_t k = 0; k < shard_count; ++k) {
       shard& s = shards_[k];
       delete s.t.exchange(im.tables[k].release(), std::memory_order_release);
-      s.live = im.live[k];
+      s.set_live(im.live[k]);
       s.used = im.used[k];
-      live += s.live;
     }
-    live_.store(live, std::memory_order_relaxed);
   }
 
-  /// Live entries. Thread-safe.
-  std::size_t size() const noexcept { return live_.load(std::memory_order_relaxed); }
+  /// Live entries. Thread-safe; sums the shards' counts, so a size() taken
+  /// while the writer works may be off by the operations in flight.
+  std::size_t size() const noexcept {
+    std::size_t n = 0;
+    for (const shard& s : shards_) n += s.live_count();
+    return n;
+  }
 
   /// Entry count and memory. Thread-safe (a snapshot that may lag the writer).
   stats_type stats() const {
@@ -530,14 +538,14 @@ class hash_keydir {
   void install(shard& s, table* nt, std::size_t live) {
     table* old = s.t.load(std::memory_order_relaxed);
     s.t.store(nt, std::memory_order_release);
-    s.used = s.live = live;
+    s.used = live;
+    s.set_live(live);
     epoch_.synchronize();
     delete old;
   }
 
   detail::epoch_domain& epoch_;
   shard shards_[shard_count];
-  std::atomic<std::size_t> live_{0};
 };
 
 }  // namespace cask
