@@ -5,6 +5,9 @@
 
 #include "test_util.hpp"
 
+#include <algorithm>
+#include <bit>
+#include <cmath>
 #include <functional>
 #include <map>
 
@@ -69,8 +72,24 @@ struct raw_entry {
 struct raw_hint {
   std::vector<char> header;  // 32 bytes
   std::vector<raw_entry> entries;
+  std::vector<std::uint8_t> sketch;  // version 3: 512 registers; version 2: none
   std::uint64_t records = 0, segment_bytes = 0, min_seq = 0, max_seq = 0;
+  std::uint32_t sketch_field = 0;    // the trailer's sketch size
 };
+/// The sketch of the keys as FORMAT.md defines it: x = fmix64(hash of the
+/// key); register x >> 55 holds the most, over the keys, of 1 + the number
+/// of leading zeros of the other 55 bits (56 if all are zero).
+std::vector<std::uint8_t> sketch_of(const std::vector<raw_entry>& entries) {
+  std::vector<std::uint8_t> r(512);
+  for (const auto& e : entries) {
+    std::uint64_t x = cask::default_hasher{}(std::as_bytes(std::span(e.key)));
+    x ^= x >> 33, x *= 0xff51afd7ed558ccdULL, x ^= x >> 33, x *= 0xc4ceb9fe1a85ec53ULL, x ^= x >> 33;
+    std::uint8_t rank = 1;
+    for (std::uint64_t rest = x << 9, bit = std::uint64_t{1} << 63; rank < 56 && !(rest & bit); bit >>= 1) ++rank;
+    r[x >> 55] = std::max(r[x >> 55], rank);
+  }
+  return r;
+}
 std::uint64_t le(const std::vector<char>& b, std::size_t at, int n) {
   std::uint64_t v = 0;
   for (int i = n - 1; i >= 0; --i) v = v << 8 | static_cast<std::uint8_t>(b.at(at + static_cast<std::size_t>(i)));
@@ -87,11 +106,14 @@ int width(std::uint64_t v) {
 raw_hint decode(const std::vector<char>& b) {
   raw_hint h;
   h.header.assign(b.begin(), b.begin() + 32);
-  const std::size_t t = b.size() - 40;
-  h.records = le(b, t, 8);
-  h.segment_bytes = le(b, t + 8, 8);
-  h.min_seq = le(b, t + 16, 8);
-  h.max_seq = le(b, t + 24, 8);
+  const std::size_t trailer = b.size() - 40;
+  h.records = le(b, trailer, 8);
+  h.segment_bytes = le(b, trailer + 8, 8);
+  h.min_seq = le(b, trailer + 16, 8);
+  h.max_seq = le(b, trailer + 24, 8);
+  h.sketch_field = static_cast<std::uint32_t>(le(b, trailer + 32, 4));
+  const std::size_t t = trailer - h.sketch_field;
+  for (std::size_t at = t; at < trailer; ++at) h.sketch.push_back(static_cast<std::uint8_t>(b.at(at)));
   for (std::size_t at = 32; at < t;) {
     raw_entry e;
     const auto d0 = static_cast<std::uint8_t>(b.at(at)), d1 = static_cast<std::uint8_t>(b.at(at + 1));
@@ -124,11 +146,12 @@ std::vector<char> encode(const raw_hint& h) {
     put_le(b, e.offset, w[3]);
     b.insert(b.end(), e.key.begin(), e.key.end());
   }
+  b.insert(b.end(), h.sketch.begin(), h.sketch.end());
   put_le(b, h.records, 8);
   put_le(b, h.segment_bytes, 8);
   put_le(b, h.min_seq, 8);
   put_le(b, h.max_seq, 8);
-  put_le(b, 0, 4);
+  put_le(b, h.sketch_field, 4);
   put_le(b, fmt::mask(cask::crc32c::compute(reinterpret_cast<const std::byte*>(b.data()), b.size())), 4);
   return b;
 }
@@ -147,11 +170,12 @@ BOOST_AUTO_TEST_CASE(hint_file_golden_bytes) {
   rv.size = 25;
   rv.key = std::as_bytes(std::span(key));
   cask::hint_builder<cask::crc32c> b(7, fmt::codec_id<cask::crc32c>(cask::basic_codec::name));
-  b.add(rv, 32);
+  const std::uint64_t h = cask::default_hasher{}(rv.key);
+  b.add(rv, 32, h);
   rv.seq = 1001;
   rv.flags = fmt::tombstone;
   rv.size = 23;
-  b.add(rv, 300);
+  b.add(rv, 300, h);
   const auto bytes = std::move(b).finish(400);
   auto hex = [&](std::size_t from, std::size_t n) {
     std::string s;
@@ -162,15 +186,25 @@ BOOST_AUTO_TEST_CASE(hint_file_golden_bytes) {
     }
     return s;
   };
-  BOOST_TEST(bytes.size() == 32u + 8u + 9u + 40u);
-  BOOST_TEST(hex(0, 12) == "894341534b0d0a1a" "0200" "0200");  // magic, hint format version 2, kind 2: hint
+  BOOST_TEST(bytes.size() == 32u + 8u + 9u + 512u + 40u);
+  BOOST_TEST(hex(0, 12) == "894341534b0d0a1a" "0300" "0200");  // magic, hint format version 3, kind 2: hint
   // entries: flags | seq delta bytes - 1 << 4, then key length bytes - 1 | value length's << 2 | offset's << 4;
   // key length, value length, seq - min seq, offset (each in as few bytes as it needs); key
   BOOST_TEST(hex(32, 8) == "00" "00" "02" "02" "00" "20" "6b31");
   BOOST_TEST(hex(40, 9) == "01" "10" "02" "00" "01" "2c01" "6b31");  // a tombstone; offset 300 in two bytes
-  // trailer: records 2 | segment bytes 400 | min seq 1000 | max seq 1001 | reserved | masked crc
-  BOOST_TEST(hex(49, 36) == "0200000000000000" "9001000000000000" "e803000000000000" "e903000000000000" "00000000");
-  BOOST_TEST(hex(85, 4) == "3bcb8505");
+  // the sketch: one key, so one register is set, register x >> 55 of x =
+  // fmix64(hash("k1")), to 1 + the leading zeros of x's other 55 bits
+  std::uint64_t x = h;
+  x ^= x >> 33, x *= 0xff51afd7ed558ccdULL, x ^= x >> 33, x *= 0xc4ceb9fe1a85ec53ULL, x ^= x >> 33;
+  const std::size_t reg = x >> 55;
+  const auto rank = static_cast<unsigned>(std::countl_zero(x << 9 | 0x100) + 1);
+  for (std::size_t j = 0; j < 512; ++j)
+    BOOST_TEST(std::to_integer<unsigned>(bytes[49 + j]) == (j == reg ? rank : 0u), "register " << j);
+  BOOST_TEST(reg == 152u);  // default_hasher's output is pinned by hash_test.cpp
+  BOOST_TEST(rank == 1u);
+  // trailer: records 2 | segment bytes 400 | min seq 1000 | max seq 1001 | sketch size 512 | masked crc
+  BOOST_TEST(hex(561, 36) == "0200000000000000" "9001000000000000" "e803000000000000" "e903000000000000" "00020000");
+  BOOST_TEST(hex(597, 4) == "d525916b");
   cask::hint_summary sum;
   BOOST_TEST(cask::validate_hint<cask::crc32c>(bytes, 7, fmt::codec_id<cask::crc32c>(cask::basic_codec::name), 400, sum));
   BOOST_TEST(sum.records == 2u);
@@ -178,6 +212,8 @@ BOOST_AUTO_TEST_CASE(hint_file_golden_bytes) {
   std::vector<cask::hint_entry> got;
   cask::for_each_hint_entry(bytes, [&](const cask::hint_entry& e) { got.push_back(e); });
   BOOST_REQUIRE(got.size() == 2u);
+  BOOST_TEST(sum.has_sketch);
+  BOOST_TEST(std::abs(sum.sketch.estimate() - 1.0) < 0.01);  // one key, written twice
   BOOST_TEST((got[1].seq == 1001u && got[1].offset == 300u && got[1].size == 23u && got[1].is_tombstone()));
   // The test's own encoder, from FORMAT.md, writes the same bytes.
   std::vector<char> mine(bytes.size());
@@ -434,6 +470,8 @@ BOOST_AUTO_TEST_CASE(a_hint_that_breaks_the_entry_grammar_is_not_used) {
   BOOST_REQUIRE(good.entries.size() >= 3u);
   BOOST_REQUIRE((encode(good) == read_file(hint)));  // the model is exact
   BOOST_REQUIRE(validates(encode(good), 1, seg_size));
+  BOOST_REQUIRE(good.header[8] == 3);
+  BOOST_REQUIRE((good.sketch == sketch_of(good.entries)));  // the sketch, too
   // The entry with the highest sequence number, and one that is not the lowest.
   std::size_t top = 0;
   for (std::size_t i = 0; i < good.entries.size(); ++i)
@@ -461,6 +499,14 @@ BOOST_AUTO_TEST_CASE(a_hint_that_breaks_the_entry_grammar_is_not_used) {
       {"a record count other than the entries'", [](raw_hint& h) { ++h.records; }},
       {"an entry cut short", [](raw_hint& h) { h.entries.back().key_len += 1; }},
       {"hint format version 1", [](raw_hint& h) { h.header[8] = 1; }},
+      {"hint format version 4", [](raw_hint& h) { h.header[8] = 4; }},
+      {"version 3 without its sketch", [](raw_hint& h) {
+         h.sketch.clear();
+         h.sketch_field = 0;
+       }},
+      {"version 2 with a sketch", [](raw_hint& h) { h.header[8] = 2; }},
+      {"a sketch size other than 512", [](raw_hint& h) { h.sketch_field = 256; }},
+      {"a sketch register above 56", [](raw_hint& h) { h.sketch[7] = 57; }},
   };
   for (const auto& [what, change] : cases) {
     raw_hint bad = good;
@@ -486,4 +532,98 @@ BOOST_AUTO_TEST_CASE(a_hint_that_breaks_the_entry_grammar_is_not_used) {
       std::filesystem::remove_all(dir);
     }
   }
+}
+
+// Version 2 is version 3 without the sketch: such a hint is still loaded
+// (the keydir is then sized by its record count), and left as it is.
+BOOST_AUTO_TEST_CASE(a_version_2_hint_is_still_read) {
+  temp_dir d("v2");
+  const model m = build(d.path());
+  const auto seg = segment_files(d.path()).at(0);
+  const auto hint = seg.parent_path() / (seg.stem().string() + ".hint");
+  raw_hint v2 = decode(read_file(hint));
+  v2.header[8] = 2;
+  v2.sketch.clear();
+  v2.sketch_field = 0;
+  const auto bytes = encode(v2);
+  BOOST_REQUIRE(validates(bytes, 1, std::filesystem::file_size(seg)));
+  write_file(hint, bytes);
+  const auto segments = segment_files(d.path()).size();
+  std::vector<cask::recovery_event> events;
+  auto o = opts();
+  o.reporter = [&](const cask::recovery_event& e) { events.push_back(e); };
+  {
+    auto db = string_store::open(d.path(), o);
+    BOOST_TEST((contents(db) == m));
+    BOOST_TEST(db.stats().recovered_from_hints == segments);
+    BOOST_TEST(db.stats().recovered_by_scan == 0u);
+  }
+  BOOST_TEST(events.empty());
+  BOOST_TEST((read_file(hint) == bytes));
+}
+
+// The sketch only sizes the keydir, but it must be its entries' sketch: one
+// that is not (well formed, its checksum valid) was written wrong, so the
+// hint is not trusted either; the segment is scanned and the hint rewritten.
+BOOST_AUTO_TEST_CASE(a_hint_whose_sketch_is_not_its_entries_is_not_used) {
+  temp_dir d("sketch");
+  const model m = build(d.path());
+  const auto seg = segment_files(d.path()).at(0);
+  const auto hint = seg.parent_path() / (seg.stem().string() + ".hint");
+  const auto original = read_file(hint);
+  raw_hint bad = decode(original);
+  const auto zero = std::find(bad.sketch.begin(), bad.sketch.end(), 0);
+  BOOST_REQUIRE(zero != bad.sketch.end());
+  *zero = 1;  // a key the entries do not have
+  const auto bytes = encode(bad);
+  BOOST_REQUIRE(validates(bytes, 1, std::filesystem::file_size(seg)));  // in form, it is valid
+  write_file(hint, bytes);
+  std::vector<cask::recovery_event> events;
+  auto o = opts();
+  o.reporter = [&](const cask::recovery_event& e) { events.push_back(e); };
+  {
+    auto db = string_store::open(d.path(), o);
+    BOOST_TEST((contents(db) == m));
+    BOOST_TEST(db.stats().recovered_by_scan == 1u);
+  }
+  BOOST_REQUIRE(events.size() == 1u);
+  BOOST_TEST((events[0].what == cask::recovery_event::kind::bad_hint));
+  BOOST_TEST(events[0].file == hint);
+  BOOST_TEST(events[0].offset == bytes.size() - 40 - 512);
+  BOOST_TEST(events[0].detail.find("sketch") != std::string::npos);
+  BOOST_TEST((read_file(hint) == original));  // written again, right
+}
+
+BOOST_AUTO_TEST_CASE(the_key_sketch_estimates_distinct_keys) {
+  using cask::detail::key_sketch;
+  auto hash_of = [](std::uint64_t i) { return cask::default_hasher::hash(reinterpret_cast<const std::byte*>(&i), 8); };
+  BOOST_TEST(key_sketch{}.estimate() == 0.0);
+  BOOST_TEST(key_sketch{}.empty());
+  // Within 3 standard errors (1.04 / sqrt(512) each) at every size, and close
+  // to exact while few registers are set (linear counting).
+  for (const std::uint64_t n : {1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull}) {
+    key_sketch s;
+    for (std::uint64_t i = 0; i < n; ++i) s.add(hash_of(i));
+    const double e = s.estimate(), err = std::abs(e - double(n)) / double(n);
+    BOOST_TEST(err < (n <= 100 ? 0.05 : 3 * 1.04 / std::sqrt(512.0)), "n " << n << " estimate " << e);
+    // The same keys again change nothing.
+    key_sketch again = s;
+    for (std::uint64_t i = 0; i < n; ++i) again.add(hash_of(i));
+    BOOST_TEST((again == s));
+  }
+  // A union counts shared keys once: [0, 60000) and [40000, 100000).
+  key_sketch a, b;
+  for (std::uint64_t i = 0; i < 60000; ++i) a.add(hash_of(i));
+  for (std::uint64_t i = 40000; i < 100000; ++i) b.add(hash_of(i));
+  a.merge(b);
+  BOOST_TEST(std::abs(a.estimate() - 100000.0) / 100000.0 < 3 * 1.04 / std::sqrt(512.0));
+  // Stored and loaded, a register at most 56.
+  std::byte buf[key_sketch::registers];
+  a.store(buf);
+  key_sketch c;
+  BOOST_TEST(c.load(buf));
+  BOOST_TEST((c == a));
+  buf[3] = std::byte{57};
+  BOOST_TEST(!c.load(buf));
+  BOOST_TEST((c == a));  // unchanged
 }

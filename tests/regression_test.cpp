@@ -273,7 +273,7 @@ BOOST_AUTO_TEST_CASE(hint_pointing_past_end_of_segment) {
       if (first && variant == 0) at = static_cast<std::uint32_t>(seg_size);
       if (first && variant == 1) rv.size = static_cast<std::uint32_t>(seg_size);
       first = false;
-      b.add(rv, at);
+      b.add(rv, at, cask::default_hasher{}(rv.key));
     });
     const auto rebuilt = std::move(b).finish(seg_size);
     std::vector<char> h(rebuilt.size());

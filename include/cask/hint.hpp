@@ -4,7 +4,9 @@
 // offset, size, sequence number and flags, so that open can rebuild the keydir
 // without reading the segment's values. The file is written to `<id>.hint.tmp`,
 // made durable, renamed into place and the directory synced; it ends with a
-// trailer whose checksum covers the whole file. A hint that is missing,
+// trailer whose checksum covers the whole file. Before the trailer, a
+// HyperLogLog sketch of the keys lets open size the keydir by distinct keys
+// before it reads any entry (detail/sketch.hpp). A hint that is missing,
 // truncated, corrupt, or describes a segment of another size is ignored and
 // the segment is scanned instead, which yields the same keydir
 // (docs/FORMAT.md "Hint file").
@@ -13,6 +15,7 @@
 #pragma once
 
 #include <cask/detail/endian.hpp>
+#include <cask/detail/sketch.hpp>
 #include <cask/error.hpp>
 #include <cask/format.hpp>
 #include <cask/io.hpp>
@@ -33,10 +36,16 @@ namespace cask {
 
 namespace hint_format {
 /// Hint files have their own format version (the file header's version
-/// field): 2, entries of variable size. Version-1 hint files (fixed 21-byte
-/// entry headers) are not read: their segments are scanned and their hints
-/// written again.
+/// field): 3, entries of variable size, then a sketch of the keys. Version 2
+/// (the same without the sketch) is read too. Version-1 hint files (fixed
+/// 21-byte entry headers) are not read: their segments are scanned and their
+/// hints written again.
 inline constexpr std::uint16_t version = format::hint_version;
+/// The oldest version read.
+inline constexpr std::uint16_t oldest_version = 2;
+/// Version 3's sketch: one byte per register, between the entries and the
+/// trailer, whose field at offset 32 gives its size (0 in version 2).
+inline constexpr std::size_t sketch_size = detail::key_sketch::registers;
 /// An entry: two descriptor bytes, four little-endian integers of the
 /// lengths the descriptors give, and the key (docs/FORMAT.md "Hint file").
 ///   byte 0: record flags (bits 0-3), sequence delta length - 1 (bits 4-6), 0 (bit 7)
@@ -44,7 +53,7 @@ inline constexpr std::uint16_t version = format::hint_version;
 inline constexpr std::size_t min_entry_size = 6;
 /// The largest entry before its key: 2 + 3 (key length) + 4 + 8 + 4.
 inline constexpr std::size_t max_entry_header_size = 21;
-inline constexpr std::size_t trailer_size = 40;  ///< records 8, bytes 8, min seq 8, max seq 8, reserved 4, crc 4
+inline constexpr std::size_t trailer_size = 40;  ///< records 8, bytes 8, min seq 8, max seq 8, sketch size 4, crc 4
 inline constexpr std::uint8_t flag_bits = 0x0f, reserved0 = 0x80, reserved1 = 0xc0;
 
 /// How many bytes `v` needs (1 for 0).
@@ -112,6 +121,11 @@ struct hint_summary {
   /// The header and the trailer's checksum were valid: the figures above are
   /// the hint writer's, even if the hint does not fit the segment.
   bool trailer_valid = false;
+  /// Version 3: the sketch of the keys, as stored. validate_hint() checks its
+  /// form, not that it is the entries' (it does not know the key hasher):
+  /// that is the caller's to check, with the hashes it computes anyway.
+  bool has_sketch = false;
+  detail::key_sketch sketch;  ///< valid if has_sketch
 };
 
 /// Builds the bytes of a hint file in memory.
@@ -121,8 +135,11 @@ class hint_builder {
   /// Starts the hint file of segment `segment_id` of a store whose codec id is `codec_id`.
   hint_builder(std::uint32_t segment_id, std::uint32_t codec_id) : segment_id_(segment_id), codec_id_(codec_id) {}
 
-  /// Adds the entry of record `r`, found at `offset` in the segment. Call in file order.
-  void add(const format::record_view& r, std::uint32_t offset) {
+  /// Adds the entry of record `r`, found at `offset` in the segment, whose
+  /// key hashes to `key_hash` under the store's key hasher (for the sketch).
+  /// Call in file order.
+  void add(const format::record_view& r, std::uint32_t offset, std::uint64_t key_hash) {
+    sketch_.add(key_hash);
     // Sequence numbers are stored relative to the segment's lowest, known
     // only at the end: entries wait here with theirs in full.
     entries_.push_back({r.seq, offset, r.size, static_cast<std::uint32_t>(r.key.size()), r.flags});
@@ -135,7 +152,7 @@ class hint_builder {
   std::vector<std::byte> finish(std::uint64_t segment_bytes) && {
     std::vector<std::byte> buf(format::file_header_size +
                                entries_.size() * hint_format::max_entry_header_size + keys_.size() +
-                               hint_format::trailer_size);
+                               hint_format::sketch_size + hint_format::trailer_size);
     format::file_header h;
     h.kind = format::file_kind::hint;
     h.version = hint_format::version;
@@ -159,13 +176,15 @@ class hint_builder {
       p += e.key_len;
       key += e.key_len;
     }
+    sketch_.store(p);
+    p += hint_format::sketch_size;
     buf.resize(static_cast<std::size_t>(p - buf.data()) + hint_format::trailer_size);
     p = buf.data() + buf.size() - hint_format::trailer_size;
     detail::store_u64(p, entries_.size());
     detail::store_u64(p + 8, segment_bytes);
     detail::store_u64(p + 16, min_seq_);
     detail::store_u64(p + 24, max_seq_);
-    detail::store_u32(p + 32, 0);
+    detail::store_u32(p + 32, hint_format::sketch_size);
     detail::store_u32(p + 36, format::mask(Checksum::compute(buf.data(), buf.size() - 4)));
     return buf;
   }
@@ -180,6 +199,7 @@ class hint_builder {
   std::vector<pending> entries_;
   std::vector<std::byte> keys_;
   std::uint64_t min_seq_ = 0, max_seq_ = 0;
+  detail::key_sketch sketch_;
 };
 
 /// "0000000042.hint" for id 42.
@@ -215,8 +235,9 @@ inline hint_entry hint_entry_at(const std::byte* p, std::uint64_t min_seq) noexc
 /// format's limits) and lies
 /// inside a segment of `segment_bytes` bytes, that the entries end exactly at
 /// the trailer, and that the trailer's counts and sequence range are the
-/// entries'. Returns false for anything else, in which case the segment must
-/// be scanned.
+/// entries', and in version 3 that a sketch of well-formed registers lies
+/// between the entries and the trailer (out.sketch). Returns false for
+/// anything else, in which case the segment must be scanned.
 ///
 /// Calls on_entry(const hint_entry&, std::size_t entry_offset) for each entry
 /// as it is checked, so that a caller can decode the file in the same pass; if
@@ -227,18 +248,26 @@ bool validate_hint(std::span<const std::byte> file, std::uint32_t segment_id, st
   using namespace cask::detail;
   format::file_header h;
   if (format::decode_file_header<Checksum>(file, format::file_kind::hint, h) != format::header_status::ok) return false;
-  if (h.version != hint_format::version || h.segment_id != segment_id || h.codec_id != codec_id ||
-      h.checksum_id != Checksum::id)
+  if (h.version < hint_format::oldest_version || h.version > hint_format::version || h.segment_id != segment_id ||
+      h.codec_id != codec_id || h.checksum_id != Checksum::id)
     return false;
-  if (file.size() < format::file_header_size + hint_format::trailer_size) return false;
-  const std::byte* t = file.data() + file.size() - hint_format::trailer_size;
-  if (format::unmask(load_u32(t + 36)) != Checksum::compute(file.data(), file.size() - 4)) return false;
+  const std::size_t sketch_bytes = h.version >= 3 ? hint_format::sketch_size : 0;
+  if (file.size() < format::file_header_size + sketch_bytes + hint_format::trailer_size) return false;
+  const std::byte* const trailer = file.data() + file.size() - hint_format::trailer_size;
+  if (format::unmask(load_u32(trailer + 36)) != Checksum::compute(file.data(), file.size() - 4)) return false;
   out.trailer_valid = true;
-  out.records = load_u64(t);
-  out.segment_bytes = load_u64(t + 8);
-  out.min_seq = load_u64(t + 16);
-  out.max_seq = load_u64(t + 24);
+  out.records = load_u64(trailer);
+  out.segment_bytes = load_u64(trailer + 8);
+  out.min_seq = load_u64(trailer + 16);
+  out.max_seq = load_u64(trailer + 24);
   if (out.segment_bytes != segment_bytes) return false;
+  // The entries end where the sketch (version 3) or the trailer begins.
+  const std::byte* const t = trailer - sketch_bytes;
+  if (load_u32(trailer + 32) != sketch_bytes) return false;
+  if (sketch_bytes > 0) {
+    if (!out.sketch.load({t, sketch_bytes})) return false;
+    out.has_sketch = true;
+  }
   if (out.min_seq > out.max_seq || out.max_seq > format::max_sequence) return false;
   // Walk the entries once: each must describe a record inside the segment.
   std::uint64_t n = 0, lo = ~std::uint64_t{0}, hi = 0;
@@ -288,14 +317,40 @@ bool validate_hint(std::span<const std::byte> file, std::uint32_t segment_id, st
 /// Calls f(const hint_entry&) for each entry of a hint image that validate_hint() accepted.
 template <class F>
 void for_each_hint_entry(std::span<const std::byte> file, F&& f) {
-  const std::byte* const t = file.data() + file.size() - hint_format::trailer_size;
-  const std::uint64_t min_seq = detail::load_u64(t + 16);
+  const std::byte* const trailer = file.data() + file.size() - hint_format::trailer_size;
+  const std::uint64_t min_seq = detail::load_u64(trailer + 16);
+  const std::byte* const t = trailer - detail::load_u32(trailer + 32);
   const std::byte* p = file.data() + format::file_header_size;
   while (p < t) {
     hint_entry e;
     p = decode_hint_entry(p, min_seq, e);
     f(e);
   }
+}
+
+/// What open reads of a hint file before it loads any, to size the keydir:
+/// the trailer's record count and, in version 3, the sketch of the keys.
+/// Only the sketch's form is checked (a damaged hint is refused when it is
+/// validated, and then costs only time). Returns whether `sketch` was read;
+/// `records` is set either way if the trailer could be read (else 0).
+template <class File>
+bool read_hint_sizing(const File& f, std::uint64_t file_size, std::uint64_t& records, detail::key_sketch& sketch) {
+  records = 0;
+  constexpr std::size_t n = hint_format::sketch_size + hint_format::trailer_size;
+  std::byte tail[n];
+  if (file_size < format::file_header_size + hint_format::trailer_size) return false;
+  const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(n, file_size - format::file_header_size));
+  std::error_code ec;
+  std::size_t got = 0;
+  while (got < want) {
+    const std::size_t r = f.read_at(tail + n - want + got, want - got, file_size - want + got, ec);
+    if (ec || r == 0) return false;
+    got += r;
+  }
+  const std::byte* const trailer = tail + hint_format::sketch_size;
+  records = std::min<std::uint64_t>(detail::load_u64(trailer), file_size);
+  return want == n && detail::load_u32(trailer + 32) == hint_format::sketch_size &&
+         sketch.load({tail, hint_format::sketch_size});
 }
 
 /// Writes `bytes` to `dir/name` atomically and durably: a temporary file,

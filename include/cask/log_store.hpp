@@ -1175,7 +1175,7 @@ class log_store {
     const std::uint64_t end = seg.end();
     const scan_result r = scan_records<checksum_type>(
         seg.data(), end, format::file_header_size,
-        [&](const format::record_view& rv, std::uint64_t off) { b.add(rv, static_cast<std::uint32_t>(off)); });
+        [&](const format::record_view& rv, std::uint64_t off) { b.add(rv, static_cast<std::uint32_t>(off), Hasher{}(rv.key)); });
     if (r.valid_end != end) return false;  // damage: let recovery scan and report it
     const auto bytes = std::move(b).finish(end);
     std::error_code e;
@@ -1641,7 +1641,7 @@ class log_store {
           }
           buf.insert(buf.end(), in->data() + off, in->data() + off + rv.size);
           const auto at = static_cast<std::uint32_t>(out->size);
-          out->hint.add(rv, at);
+          out->hint.add(rv, at, h);
           out->min_seq = std::min(out->min_seq, rv.seq);
           out->max_seq = std::max(out->max_seq, rv.seq);
           if (rv.is_tombstone()) {
@@ -1977,6 +1977,12 @@ class log_store {
     return true;
   }
 
+  /// How many keys the keydir is sized for: the sketch's estimate of its
+  /// distinct keys, and every record counted without a sketch.
+  static std::size_t keys_expected(const detail::key_sketch& keys, std::size_t unsketched) noexcept {
+    return static_cast<std::size_t>(keys.estimate()) + unsketched;
+  }
+
   /// Recovery applies each segment's records to the keydir in this many
   /// threads, each owning a share of the keydir's shards.
   static constexpr std::size_t recovery_parts = 2;
@@ -2005,6 +2011,7 @@ class log_store {
     /// keydir is final).
     typename io_type::mapping hint;
     std::uint64_t hint_min_seq = 0;  // the hint's base for sequence numbers
+    detail::key_sketch sketch;       // of the records' keys, from their hashes
     bool from_hint = false;
     bool partial = false;         // a newest segment whose header never became valid
     std::vector<recovery_event> events;
@@ -2093,20 +2100,31 @@ class log_store {
         expect = static_cast<std::size_t>(
             std::min<std::uint64_t>(expect, detail::load_u64(image.data() + image.size() - hint_format::trailer_size)));
       for (auto& r : p.refs) r.reserve(expect / recovery_parts + expect / 16);
-      if (validate_hint<checksum_type>(image, id, s.codec_id, size, hs_sum, [&](const hint_entry& he, std::size_t at) {
+      const bool valid =
+          validate_hint<checksum_type>(image, id, s.codec_id, size, hs_sum, [&](const hint_entry& he, std::size_t at) {
             const std::uint64_t h = Hasher{}(he.key);
             p.refs[part_of(h)].push_back({h, static_cast<std::uint32_t>(at)});
-          })) {
+            p.sketch.add(h);
+          });
+      // The sketch must be its entries' (validate_hint() cannot tell: it
+      // does not know the hasher). One that is not is the writer's error.
+      if (valid && (!hs_sum.has_sketch || hs_sum.sketch == p.sketch)) {
         p.from_hint = true;
         p.hint_min_seq = hs_sum.min_seq;
         p.end = size;
         return p;
       }
+      if (valid)
+        p.events.push_back({recovery_event::kind::bad_hint, hint_path,
+                            image.size() - hint_format::trailer_size - hint_format::sketch_size,
+                            hint_format::sketch_size,
+                            "the hint file's key sketch is not its entries'; scanning the segment instead"});
+      else if (!(hs_sum.trailer_valid && hs_sum.segment_bytes != size))
+        p.events.push_back({recovery_event::kind::bad_hint, hint_path, 0, image.size(),
+                            "hint file does not validate; scanning the segment instead"});
     }
-    if (have_hint && !(hs_sum.trailer_valid && hs_sum.segment_bytes != size))
-      p.events.push_back({recovery_event::kind::bad_hint, hint_path, 0, image.size(),
-                          "hint file does not validate; scanning the segment instead"});
     p.hint = {};
+    p.sketch = {};
     for (auto& r : p.refs) r = {};
     if (hs_sum.trailer_valid && hs_sum.segment_bytes != size) {
       // Sealed segments never change size, and a hint is written only for a
@@ -2128,6 +2146,7 @@ class log_store {
     auto add = [&](const format::record_view& rv, std::uint64_t off) {
       const std::uint64_t h = Hasher{}(rv.key);
       p.refs[part_of(h)].push_back({h, static_cast<std::uint32_t>(off)});
+      p.sketch.add(h);
       last_seq = std::max(last_seq, rv.seq);
     };
     std::uint64_t start = format::file_header_size;
@@ -2257,21 +2276,30 @@ class log_store {
     // a merge (merge outputs take ids above the active segment's). Only it
     // may have a torn tail or an unfinished header.
     std::uint32_t last_active = 0;
-    // And how many records to expect, from the hint trailers (else a guess
-    // from the file size), so the keydir is sized once, not grown step by step.
-    std::size_t expected_records = 0, reserved = 0;
+    // And how many keys to expect, so that the keydir is sized once, for the
+    // keys it will hold rather than the records it reads (a key written
+    // twice is two records, one entry): the union of the hint files' key
+    // sketches estimates the distinct keys of their segments before any is
+    // read; a hint without one (version 2) counts its records. As each
+    // segment is prepared, the sketch of what it holds joins the union.
+    detail::key_sketch keys;
+    std::vector<std::size_t> unsketched(ids.size());  // records of a hint with no sketch, by segment index
+    std::size_t unsketched_total = 0, reserved = 0;
     bool any_tombstone = false;
     std::uint64_t total_bytes = 0;  // of the segment files
-    for (const auto id : ids) {
+    for (std::size_t idx = 0; idx < ids.size(); ++idx) {
+      const std::uint32_t id = ids[idx];
       std::byte hb[format::file_header_size];
       std::error_code he;
       {
         auto hf = s.io.open(s.dir / hint_file_name(id), open_mode::read, he);
-        std::byte tb[hint_format::trailer_size];
         const std::uint64_t hsize = he ? 0 : hf.size(he);
-        if (!he && hsize >= format::file_header_size + hint_format::trailer_size &&
-            hf.read_at(tb, sizeof tb, hsize - sizeof tb, he) == sizeof tb && !he)
-          expected_records += static_cast<std::size_t>(std::min<std::uint64_t>(detail::load_u64(tb), hsize));
+        detail::key_sketch sk;
+        std::uint64_t records = 0;
+        if (!he && read_hint_sizing(hf, hsize, records, sk))
+          keys.merge(sk);
+        else
+          unsketched_total += unsketched[idx] = static_cast<std::size_t>(records);
         he.clear();
       }
       // A header that cannot be read fails the open: taking a merge output
@@ -2335,6 +2363,7 @@ class log_store {
     for (std::size_t idx = 0; idx < ids.size(); ++idx) {
       prepared p = next.get();
       launch(idx + 1);
+      unsketched_total -= unsketched[idx];
       for (const auto& ev : p.events) report(s, ev.what, ev.file, ev.offset, ev.bytes, ev.detail);
       if (p.ec) {
         if (parallel && next.valid()) next.wait();  // a deferred one never runs
@@ -2359,8 +2388,9 @@ class log_store {
       const std::size_t seg_index = segs.size() - 1;
       std::size_t n = 0;
       for (const auto& r : p.refs) n += r.size();
-      if (s.keydir.size() + n > reserved) {
-        reserved = std::max(expected_records, s.keydir.size() + n);
+      keys.merge(p.sketch);
+      if (const std::size_t want = keys_expected(keys, unsketched_total); want > reserved) {
+        reserved = want;
         s.keydir.reserve(reserved);
       }
       // Each part of the records goes to its own shards of the keydir, so the
@@ -2373,6 +2403,9 @@ class log_store {
         const std::size_t count = refs.size();
         // Prefetching: the table slot `far` records ahead; `near` records
         // ahead, the record's bytes and those of the entry it may replace.
+        // Of the latter, two cache lines: a hint entry of a 16-byte key is 27
+        // bytes, its key at the end, so it crosses a line more often than not
+        // (and a record's header and key are 40 bytes).
         constexpr std::size_t far = 16, near = 8;
         for (std::size_t k = 0; k < std::min(count, far); ++k) s.keydir.prefetch(refs[k].hash);
         for (std::size_t k = 0; k < count; ++k) {
@@ -2381,7 +2414,11 @@ class log_store {
             __builtin_prefetch(bytes_at(seg_index, refs[k + near].where));
             (void)s.keydir.find(refs[k + near].hash, [&](location l) {
               const std::size_t i = index_of(l.segment);
-              if (i != SIZE_MAX) __builtin_prefetch(bytes_at(i, l.offset));
+              if (i != SIZE_MAX) {
+                const std::byte* e = bytes_at(i, l.offset);
+                __builtin_prefetch(e);
+                __builtin_prefetch(e + 32);
+              }
               return true;
             });
           }

@@ -6,13 +6,16 @@
 // trailer checksums first, so mutations reach past them; bit 1: take the
 // segment size, id and codec from the image itself, so they match.
 // An accepted image must describe only records inside the segment, in bytes
-// inside the image, and its entries must be exactly what hint_builder writes.
+// inside the image, and its entries must be exactly what hint_builder writes;
+// if its key sketch is also its entries' (what log_store checks besides, with
+// the hashes it computes), the whole image must be.
 #include "fuzz_util.hpp"
 
 #include <cask/checksum.hpp>
 #include <cask/codec.hpp>
 #include <cask/detail/endian.hpp>
 #include <cask/format.hpp>
+#include <cask/hash.hpp>
 #include <cask/hint.hpp>
 
 #include <cstring>
@@ -60,9 +63,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                  h.segment_id == segment_id && h.codec_id == codec_id && h.checksum_id == checksum::id,
              "accepted a foreign header");
   cask::hint_builder<checksum> rebuilt(segment_id, codec_id);
+  cask::detail::key_sketch keys;
   std::uint64_t n = 0;
+  const std::size_t sketch = sum.has_sketch ? cask::hint_format::sketch_size : 0;
+  FUZZ_CHECK(sum.has_sketch == (h.version >= 3), "a version-%u hint %s a sketch", unsigned(h.version),
+             sum.has_sketch ? "with" : "without");
   const std::byte* const lo = file.data();
-  const std::byte* const hi = file.data() + file.size() - trailer;
+  const std::byte* const hi = file.data() + file.size() - trailer - sketch;
   cask::for_each_hint_entry(file, [&](const cask::hint_entry& e) {
     ++n;
     FUZZ_CHECK(e.key.size() <= fmt::max_key_len && (e.key.empty() || (e.key.data() >= lo && e.key.data() + e.key.size() <= hi)),
@@ -78,14 +85,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     rv.flags = e.flags;
     rv.size = e.size;
     rv.key = e.key;
-    rebuilt.add(rv, e.offset);
+    const std::uint64_t key_hash = cask::default_hasher{}(e.key);
+    rebuilt.add(rv, e.offset, key_hash);
+    keys.add(key_hash);
   });
   FUZZ_CHECK(n == sum.records, "%llu entries, trailer says %llu", (unsigned long long)n, (unsigned long long)sum.records);
   // The entries are byte for byte what the builder writes for them.
+  // (The builder writes the newest version: a version-2 image is rebuilt
+  // with a sketch.)
   const auto again = std::move(rebuilt).finish(segment_bytes);
-  FUZZ_CHECK(again.size() == file.size(), "rebuilt %zu bytes of %zu", again.size(), file.size());
-  FUZZ_CHECK(std::memcmp(again.data() + fmt::file_header_size, file.data() + fmt::file_header_size,
-                         file.size() - fmt::file_header_size - trailer) == 0,
+  const std::size_t entries = file.size() - fmt::file_header_size - trailer - sketch;
+  FUZZ_CHECK(again.size() == fmt::file_header_size + entries + cask::hint_format::sketch_size + trailer,
+             "rebuilt %zu bytes of %zu", again.size(), file.size());
+  FUZZ_CHECK(std::memcmp(again.data() + fmt::file_header_size, file.data() + fmt::file_header_size, entries) == 0,
              "entries differ from what hint_builder writes");
+  if (sum.has_sketch && sum.sketch == keys)
+    FUZZ_CHECK(std::memcmp(again.data(), file.data(), file.size()) == 0, "the image differs from what hint_builder writes");
   return 0;
 }

@@ -272,6 +272,20 @@ void make_recovery_and_hint_seeds() {
       x.insert(x.end(), b.begin(), b.end());
       seed("hint", "hint" + std::to_string(h) + "-mode" + std::to_string(mode), x);
     }
+    if (h == 0) {
+      // The same hint in version 2 (no sketch, trailer field 0), which is still read.
+      blob v2(b.begin(), b.end() - static_cast<std::ptrdiff_t>(cask::hint_format::sketch_size + cask::hint_format::trailer_size));
+      v2.insert(v2.end(), b.end() - static_cast<std::ptrdiff_t>(cask::hint_format::trailer_size), b.end());
+      auto* p = reinterpret_cast<std::byte*>(v2.data());
+      cask::detail::store_u16(p + 8, 2);
+      cask::detail::store_u32(p + 28, fmt::mask(cask::crc32c::compute(p, 28)));
+      cask::detail::store_u32(p + v2.size() - 8, 0);
+      cask::detail::store_u32(p + v2.size() - 4, fmt::mask(cask::crc32c::compute(p, v2.size() - 4)));
+      blob x{3, static_cast<char>(sz & 0xFF), static_cast<char>((sz >> 8) & 0xFF), static_cast<char>((sz >> 16) & 0xFF),
+             static_cast<char>(sz >> 24)};
+      x.insert(x.end(), v2.begin(), v2.end());
+      seed("hint", "hint0-version2", x);
+    }
     if (++h == 4) break;
   }
 
