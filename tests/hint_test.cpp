@@ -500,6 +500,7 @@ BOOST_AUTO_TEST_CASE(a_hint_that_breaks_the_entry_grammar_is_not_used) {
       {"an entry cut short", [](raw_hint& h) { h.entries.back().key_len += 1; }},
       {"hint format version 1", [](raw_hint& h) { h.header[8] = 1; }},
       {"hint format version 4", [](raw_hint& h) { h.header[8] = 4; }},
+      {"a header flag (the merge flag is a segment's)", [](raw_hint& h) { h.header[24] = 1; }},
       {"version 3 without its sketch", [](raw_hint& h) {
          h.sketch.clear();
          h.sketch_field = 0;

@@ -230,7 +230,7 @@ inline hint_entry hint_entry_at(const std::byte* p, std::uint64_t min_seq) noexc
 }
 
 /// Checks a whole hint file image: header (kind, hint format version, codec,
-/// checksum, segment id), trailer checksum, that every entry is well formed
+/// checksum, segment id, no flags), trailer checksum, that every entry is well formed
 /// (reserved bits zero, each number in its shortest form, within the
 /// format's limits) and lies
 /// inside a segment of `segment_bytes` bytes, that the entries end exactly at
@@ -249,7 +249,7 @@ bool validate_hint(std::span<const std::byte> file, std::uint32_t segment_id, st
   format::file_header h;
   if (format::decode_file_header<Checksum>(file, format::file_kind::hint, h) != format::header_status::ok) return false;
   if (h.version < hint_format::oldest_version || h.version > hint_format::version || h.segment_id != segment_id ||
-      h.codec_id != codec_id || h.checksum_id != Checksum::id)
+      h.codec_id != codec_id || h.checksum_id != Checksum::id || h.flags != 0)  // the merge flag is a segment's
     return false;
   const std::size_t sketch_bytes = h.version >= 3 ? hint_format::sketch_size : 0;
   if (file.size() < format::file_header_size + sketch_bytes + hint_format::trailer_size) return false;
