@@ -44,6 +44,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <future>
 #include <filesystem>
 #include <memory>
@@ -2352,21 +2353,29 @@ class log_store {
     // would cost more than they save (and more than the whole open).
     const bool parallel = total_bytes >= s.opts.parallel_recovery_bytes;
     const auto policy = parallel ? std::launch::async : std::launch::deferred;
-    std::future<prepared> next;
-    auto launch = [&](std::size_t idx) {
-      if (idx < ids.size())
-        next = std::async(policy, [&s, id = ids[idx], newest = ids[idx] == last_active] {
+    // Segments are prepared up to two ahead of the one applied: while the
+    // first is prepared, this thread would otherwise leave a core idle.
+    std::deque<std::future<prepared>> ahead;
+    std::size_t launched = 0;
+    auto launch = [&] {
+      if (launched < ids.size()) {
+        ahead.push_back(std::async(policy, [&s, id = ids[launched], newest = ids[launched] == last_active] {
           return prepare(s, id, newest);
-        });
+        }));
+        ++launched;
+      }
     };
-    launch(0);
+    launch();
+    if (parallel) launch();
     for (std::size_t idx = 0; idx < ids.size(); ++idx) {
-      prepared p = next.get();
-      launch(idx + 1);
+      prepared p = ahead.front().get();
+      ahead.pop_front();
+      launch();
       unsketched_total -= unsketched[idx];
       for (const auto& ev : p.events) report(s, ev.what, ev.file, ev.offset, ev.bytes, ev.detail);
       if (p.ec) {
-        if (parallel && next.valid()) next.wait();  // a deferred one never runs
+        if (parallel)  // (a deferred one never runs)
+          for (auto& f : ahead) f.wait();
         detail::set_error(ec, site, p.ec, p.path, p.err_off);
         return false;
       }
