@@ -1984,10 +1984,24 @@ class log_store {
     return static_cast<std::size_t>(keys.estimate()) + unsketched;
   }
 
+  /// The records of one keydir shard, ordered by the hash's top 10 bits
+  /// (stable: a counting sort through `buf`), which order the home slots of
+  /// a shard's table. Returns what holds them, `refs` or `buf`.
+  template <class Ref>
+  static const std::vector<Ref>& sort_by_hash(const std::vector<Ref>& refs, std::vector<Ref>& buf) {
+    constexpr unsigned bits = 10;
+    if (refs.size() < 64) return refs;  // few enough to stay in the cache as they are
+    std::array<std::uint32_t, (1u << bits) + 1> at{};
+    for (const Ref& r : refs) ++at[(r.hash >> (64 - bits)) + 1];
+    for (std::size_t b = 1; b < at.size(); ++b) at[b] += at[b - 1];
+    buf.resize(refs.size());
+    for (const Ref& r : refs) buf[at[r.hash >> (64 - bits)]++] = r;
+    return buf;
+  }
+
   /// Recovery applies each segment's records to the keydir in this many
   /// threads, each owning a share of the keydir's shards.
   static constexpr std::size_t recovery_parts = 2;
-  static std::size_t part_of(std::uint64_t hash) noexcept { return keydir_type::shard_index(hash) % recovery_parts; }
 
   /// A segment made ready for the keydir, off the main thread: mapped, its
   /// header checked, and its entries read from its hint file or by a scan,
@@ -1999,15 +2013,40 @@ class log_store {
     std::shared_ptr<segment_type> seg;
     std::uint64_t size = 0;  // file size
     std::uint64_t end = 0;   // end of the valid data
-    /// One record, as the keydir needs it: its key's hash and the offset of
-    /// what describes it, its hint entry (from_hint) or the record itself.
+    /// One record, as the keydir needs it: its key's hash, the offset of
+    /// what describes it, its hint entry (from_hint) or the record itself,
+    /// and its flags (in what would be padding).
     struct ref {
       std::uint64_t hash;   ///< of the record's key
       std::uint32_t where;  ///< offset of its hint entry (from_hint) or of the record
+      std::uint8_t flags;   ///< the record's
     };
-    /// The records in file order, split by keydir shard: refs[i] holds those
-    /// of the shards k with k % recovery_parts == i, applied by one thread.
-    std::vector<ref> refs[recovery_parts];
+    /// The records in file order, by keydir shard: refs[k] holds those of shard k.
+    std::vector<ref> refs[keydir_type::shards()];
+    /// The records' count and bytes, and of those the tombstones', by part
+    /// of the shards (shard k is in part k % recovery_parts): what the
+    /// segment's live and dead counts start from, so that applying a record
+    /// whose key is new reads nothing but its ref.
+    struct totals {
+      std::uint64_t records = 0, bytes = 0, tomb_records = 0, tomb_bytes = 0;
+    } part_totals[recovery_parts];
+    std::uint64_t min_seq = ~std::uint64_t{0}, max_seq = 0;  // of the records
+    void add(std::uint64_t h, std::uint32_t where, std::uint8_t flags, std::uint64_t size, std::uint64_t seq) {
+      const std::size_t k = keydir_type::shard_index(h);
+      refs[k].push_back({h, where, flags});
+      sketch.add(h);
+      totals& t = part_totals[k % recovery_parts];
+      ++t.records, t.bytes += size;
+      if (flags & format::tombstone) ++t.tomb_records, t.tomb_bytes += size;
+      min_seq = std::min(min_seq, seq);
+      max_seq = std::max(max_seq, seq);
+    }
+    void clear_records() {
+      for (auto& r : refs) r = {};
+      sketch = {};
+      for (auto& t : part_totals) t = {};
+      min_seq = ~std::uint64_t{0}, max_seq = 0;
+    }
     /// From a hint file: the file, mapped (recover() keeps it mapped until the
     /// keydir is final).
     typename io_type::mapping hint;
@@ -2100,12 +2139,12 @@ class log_store {
       if (image.size() >= hint_format::trailer_size)
         expect = static_cast<std::size_t>(
             std::min<std::uint64_t>(expect, detail::load_u64(image.data() + image.size() - hint_format::trailer_size)));
-      for (auto& r : p.refs) r.reserve(expect / recovery_parts + expect / 16);
+      // (Reserved pages that are never touched cost nothing.)
+      const std::size_t per = expect / keydir_type::shards();
+      for (auto& r : p.refs) r.reserve(per + per / 8 + 16);
       const bool valid =
           validate_hint<checksum_type>(image, id, s.codec_id, size, hs_sum, [&](const hint_entry& he, std::size_t at) {
-            const std::uint64_t h = Hasher{}(he.key);
-            p.refs[part_of(h)].push_back({h, static_cast<std::uint32_t>(at)});
-            p.sketch.add(h);
+            p.add(Hasher{}(he.key), static_cast<std::uint32_t>(at), he.flags, he.size, he.seq);
           });
       // The sketch must be its entries' (validate_hint() cannot tell: it
       // does not know the hasher). One that is not is the writer's error.
@@ -2125,8 +2164,7 @@ class log_store {
                             "hint file does not validate; scanning the segment instead"});
     }
     p.hint = {};
-    p.sketch = {};
-    for (auto& r : p.refs) r = {};
+    p.clear_records();
     if (hs_sum.trailer_valid && hs_sum.segment_bytes != size) {
       // Sealed segments never change size, and a hint is written only for a
       // sealed segment: the segment was cut or extended since.
@@ -2145,9 +2183,7 @@ class log_store {
 
     std::uint64_t last_seq = 0;
     auto add = [&](const format::record_view& rv, std::uint64_t off) {
-      const std::uint64_t h = Hasher{}(rv.key);
-      p.refs[part_of(h)].push_back({h, static_cast<std::uint32_t>(off)});
-      p.sketch.add(h);
+      p.add(Hasher{}(rv.key), static_cast<std::uint32_t>(off), rv.flags, rv.size, rv.seq);
       last_seq = std::max(last_seq, rv.seq);
     };
     std::uint64_t start = format::file_header_size;
@@ -2269,8 +2305,6 @@ class log_store {
     };
     struct part_result {
       std::vector<tally> by_segment;
-      std::uint64_t min_seq = ~std::uint64_t{0}, max_seq = 0;
-      bool any_tombstone = false;
     };
 
     // The segment the writer was appending to: the newest one not written by
@@ -2367,6 +2401,10 @@ class log_store {
     };
     launch();
     if (parallel) launch();
+    // The tables are allocated (their pages faulted in) while the first
+    // segments are prepared.
+    reserved = keys_expected(keys, unsketched_total);
+    s.keydir.reserve(reserved);
     for (std::size_t idx = 0; idx < ids.size(); ++idx) {
       prepared p = ahead.front().get();
       ahead.pop_front();
@@ -2408,68 +2446,81 @@ class log_store {
       auto apply_part = [&](std::size_t part) {
         part_result w;
         w.by_segment.resize(segs.size());
-        const auto& refs = p.refs[part];
-        const std::size_t count = refs.size();
-        // Prefetching: the table slot `far` records ahead; `near` records
-        // ahead, the record's bytes and those of the entry it may replace.
-        // Of the latter, two cache lines: a hint entry of a 16-byte key is 27
-        // bytes, its key at the end, so it crosses a line more often than not
-        // (and a record's header and key are 40 bytes).
-        constexpr std::size_t far = 16, near = 8;
-        for (std::size_t k = 0; k < std::min(count, far); ++k) s.keydir.prefetch(refs[k].hash);
-        for (std::size_t k = 0; k < count; ++k) {
-          if (k + far < count) s.keydir.prefetch(refs[k + far].hash);
-          if (k + near < count) {
-            __builtin_prefetch(bytes_at(seg_index, refs[k + near].where));
-            (void)s.keydir.find(refs[k + near].hash, [&](location l) {
-              const std::size_t i = index_of(l.segment);
-              if (i != SIZE_MAX) {
-                const std::byte* e = bytes_at(i, l.offset);
-                __builtin_prefetch(e);
-                __builtin_prefetch(e + 32);
+        tally& t = w.by_segment[seg_index];
+        // Every record starts out live, tombstones dead; records found older
+        // than their key's entry are moved to dead below (`lost`).
+        const auto& pt = p.part_totals[part];
+        std::uint64_t lost_n = 0, lost_b = 0;
+        std::vector<typename prepared::ref> sorted;
+        for (std::size_t k = part; k < keydir_type::shards(); k += recovery_parts) {
+          // The shard's records in the order of their home slots (the hash's
+          // high bits), so that the table is filled front to back, not at
+          // random: a record whose key is new costs no cache miss.
+          const auto& refs = sort_by_hash(p.refs[k], sorted);
+          const std::size_t count = refs.size();
+          // Prefetching, `near` records ahead, for a record whose key the
+          // keydir has: its own bytes and two cache lines of the entry it
+          // may replace (a hint entry of a 16-byte key is 27 bytes, its key
+          // at the end, so it crosses a line more often than not; a record's
+          // header and key are 37 bytes).
+          constexpr std::size_t near = 8;
+          for (std::size_t j = 0; j < count; ++j) {
+            if (j + near < count) {
+              const auto& a = refs[j + near];
+              (void)s.keydir.find(a.hash, [&](location l) {
+                const std::size_t i = index_of(l.segment);
+                if (i != SIZE_MAX) {
+                  const std::byte* e = bytes_at(i, l.offset);
+                  __builtin_prefetch(e);
+                  __builtin_prefetch(e + 32);
+                  const std::byte* c = bytes_at(seg_index, a.where);
+                  __builtin_prefetch(c);
+                  __builtin_prefetch(c + 32);
+                }
+                return true;
+              });
+            }
+            const auto& x = refs[j];
+            const bool tomb = (x.flags & format::tombstone) != 0;
+            std::size_t old_index = SIZE_MAX;
+            hint_entry o, r;
+            bool have_r = false;
+            const auto old = s.keydir.upsert(
+                x.hash, location{p.id, x.where, tomb},
+                [&](location l) {
+                  old_index = index_of(l.segment);
+                  if (old_index == SIZE_MAX) return false;
+                  o = indexed_at(old_index, l.offset);
+                  if (!have_r) r = indexed_at(seg_index, x.where), have_r = true;
+                  return same_bytes(o.key, r.key);
+                },
+                [&](location) { return r.seq > o.seq; });
+            if (!old) continue;  // a new key: counted live (or, a tombstone, dead) already
+            if (r.seq > o.seq) {
+              if (!old->tombstone) {
+                tally& ot = w.by_segment[old_index];
+                --ot.live_n, ot.live_b -= o.size, ++ot.dead_n, ot.dead_b += o.size;
               }
-              return true;
-            });
+            } else if (!tomb) {
+              ++lost_n, lost_b += r.size;
+            }
           }
-          const hint_entry r = indexed_at(seg_index, refs[k].where);
-          w.max_seq = std::max(w.max_seq, r.seq);
-          w.min_seq = std::min(w.min_seq, r.seq);
-          const bool tomb = (r.flags & format::tombstone) != 0;
-          w.any_tombstone = w.any_tombstone || tomb;
-          std::size_t old_index = SIZE_MAX;
-          hint_entry o;
-          const auto old = s.keydir.upsert(
-              refs[k].hash, location{p.id, refs[k].where, tomb},
-              [&](location l) {
-                old_index = index_of(l.segment);
-                if (old_index == SIZE_MAX) return false;
-                o = indexed_at(old_index, l.offset);
-                return same_bytes(o.key, r.key);
-              },
-              [&](location) { return r.seq > o.seq; });
-          const bool newer = !old || r.seq > o.seq;
-          if (old && newer && !old->tombstone) {
-            tally& t = w.by_segment[old_index];
-            --t.live_n, t.live_b -= o.size, ++t.dead_n, t.dead_b += o.size;
-          }
-          tally& t = w.by_segment[seg_index];
-          if (newer && !tomb)
-            ++t.live_n, t.live_b += r.size;
-          else
-            ++t.dead_n, t.dead_b += r.size;
         }
+        t.live_n += pt.records - pt.tomb_records - lost_n;
+        t.live_b += pt.bytes - pt.tomb_bytes - lost_b;
+        t.dead_n += pt.tomb_records + lost_n;
+        t.dead_b += pt.tomb_bytes + lost_b;
         return w;
       };
       part_result parts[recovery_parts];
       {
         std::future<part_result> others[recovery_parts - 1];
         for (std::size_t k = 1; k < recovery_parts; ++k)
-          if (!p.refs[k].empty()) others[k - 1] = std::async(policy, apply_part, k);
+          if (p.part_totals[k].records > 0) others[k - 1] = std::async(policy, apply_part, k);
         parts[0] = apply_part(0);
         for (std::size_t k = 1; k < recovery_parts; ++k)
           if (others[k - 1].valid()) parts[k] = others[k - 1].get();
       }
-      std::uint64_t min_seq = ~std::uint64_t{0}, seg_max_seq = 0;
       for (const auto& w : parts) {
         for (std::size_t i = 0; i < w.by_segment.size(); ++i) {
           const tally& t = w.by_segment[i];
@@ -2477,15 +2528,13 @@ class log_store {
           if (t.live_n | t.live_b) c.live_records.fetch_add(t.live_n), c.live_bytes.fetch_add(t.live_b);
           if (t.dead_n | t.dead_b) c.dead_records.fetch_add(t.dead_n), c.dead_bytes.fetch_add(t.dead_b);
         }
-        min_seq = std::min(min_seq, w.min_seq);
-        seg_max_seq = std::max(seg_max_seq, w.max_seq);
-        any_tombstone = any_tombstone || w.any_tombstone;
       }
+      for (const auto& pt : p.part_totals) any_tombstone = any_tombstone || pt.tomb_records > 0;
       if (n > 0) {
-        seg->counters().note_seq(min_seq);
-        seg->counters().note_seq(seg_max_seq);
+        seg->counters().note_seq(p.min_seq);
+        seg->counters().note_seq(p.max_seq);
+        max_seq = std::max(max_seq, p.max_seq);
       }
-      max_seq = std::max(max_seq, seg_max_seq);
       seg->set_end(p.end);
       if (p.newest && rw && p.end == format::file_header_size) {
         // No records: rather than keep an empty sealed segment, rewrite it as
