@@ -2463,8 +2463,12 @@ class log_store {
           // may replace (a hint entry of a 16-byte key is 27 bytes, its key
           // at the end, so it crosses a line more often than not; a record's
           // header and key are 37 bytes).
-          constexpr std::size_t near = 8;
+          // And the table slot `far` ahead: in order, but a large table's
+          // slots are far apart.
+          constexpr std::size_t near = 8, far = 16;
+          for (std::size_t j = 0; j < std::min(count, far); ++j) s.keydir.prefetch(refs[j].hash);
           for (std::size_t j = 0; j < count; ++j) {
+            if (j + far < count) s.keydir.prefetch(refs[j + far].hash);
             if (j + near < count) {
               const auto& a = refs[j + near];
               (void)s.keydir.find(a.hash, [&](location l) {
