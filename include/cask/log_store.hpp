@@ -1979,9 +1979,14 @@ class log_store {
   }
 
   /// How many keys the keydir is sized for: the sketch's estimate of its
-  /// distinct keys, and every record counted without a sketch.
-  static std::size_t keys_expected(const detail::key_sketch& keys, std::size_t unsketched) noexcept {
-    return static_cast<std::size_t>(keys.estimate()) + unsketched;
+  /// distinct keys, and every record counted without a sketch. The sketches
+  /// read ahead of validation may be damaged: the estimate is capped by the
+  /// records they stand for (which their trailers give, within what their
+  /// files' sizes allow), so a damaged hint costs time, never a table of any
+  /// size.
+  static std::size_t keys_expected(const detail::key_sketch& keys, std::size_t sketched_records,
+                                   std::size_t unsketched) noexcept {
+    return static_cast<std::size_t>(std::min(keys.estimate(), static_cast<double>(sketched_records))) + unsketched;
   }
 
   /// The records of one keydir shard, ordered by the hash's top 10 bits
@@ -2319,7 +2324,8 @@ class log_store {
     // segment is prepared, the sketch of what it holds joins the union.
     detail::key_sketch keys;
     std::vector<std::size_t> unsketched(ids.size());  // records of a hint with no sketch, by segment index
-    std::size_t unsketched_total = 0, reserved = 0;
+    std::vector<bool> sketched(ids.size());           // the segment's hint sketch is in `keys`
+    std::size_t unsketched_total = 0, sketched_records = 0, reserved = 0;
     bool any_tombstone = false;
     std::uint64_t total_bytes = 0;  // of the segment files
     for (std::size_t idx = 0; idx < ids.size(); ++idx) {
@@ -2331,10 +2337,13 @@ class log_store {
         const std::uint64_t hsize = he ? 0 : hf.size(he);
         detail::key_sketch sk;
         std::uint64_t records = 0;
-        if (!he && read_hint_sizing(hf, hsize, records, sk))
+        if (!he && read_hint_sizing(hf, hsize, records, sk)) {
           keys.merge(sk);
-        else
+          sketched[idx] = true;
+          sketched_records += static_cast<std::size_t>(records);
+        } else {
           unsketched_total += unsketched[idx] = static_cast<std::size_t>(records);
+        }
         he.clear();
       }
       // A header that cannot be read fails the open: taking a merge output
@@ -2403,7 +2412,7 @@ class log_store {
     if (parallel) launch();
     // The tables are allocated (their pages faulted in) while the first
     // segments are prepared.
-    reserved = keys_expected(keys, unsketched_total);
+    reserved = keys_expected(keys, sketched_records, unsketched_total);
     s.keydir.reserve(reserved);
     for (std::size_t idx = 0; idx < ids.size(); ++idx) {
       prepared p = ahead.front().get();
@@ -2436,7 +2445,8 @@ class log_store {
       std::size_t n = 0;
       for (const auto& r : p.refs) n += r.size();
       keys.merge(p.sketch);
-      if (const std::size_t want = keys_expected(keys, unsketched_total); want > reserved) {
+      if (!sketched[idx]) sketched_records += n;
+      if (const std::size_t want = keys_expected(keys, sketched_records, unsketched_total); want > reserved) {
         reserved = want;
         s.keydir.reserve(reserved);
       }
