@@ -2589,7 +2589,10 @@ class log_store {
               k,
               [&](location l) {
                 if (!l.tombstone)
-                  if (const std::byte* e = hint_entry_of(l)) __builtin_prefetch(e);
+                  if (const std::byte* e = hint_entry_of(l)) {
+                    __builtin_prefetch(e);
+                    __builtin_prefetch(e + 12);  // the offset ends up to 12 bytes in
+                  }
               },
               [&](location l) -> std::optional<location> {
                 if (l.tombstone) return std::nullopt;
