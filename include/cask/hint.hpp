@@ -348,11 +348,13 @@ bool read_hint_sizing(const File& f, std::uint64_t file_size, std::uint64_t& rec
     got += r;
   }
   const std::byte* const trailer = tail + hint_format::sketch_size;
+  const bool sketched = want == n && detail::load_u32(trailer + 32) == hint_format::sketch_size &&
+                        sketch.load({tail, hint_format::sketch_size});
   // (No more entries than the file can hold.)
-  records = std::min<std::uint64_t>(detail::load_u64(trailer), (file_size - format::file_header_size -
-                                                                 hint_format::trailer_size) / hint_format::min_entry_size);
-  return want == n && detail::load_u32(trailer + 32) == hint_format::sketch_size &&
-         sketch.load({tail, hint_format::sketch_size});
+  const std::uint64_t room =
+      file_size - format::file_header_size - hint_format::trailer_size - (sketched ? hint_format::sketch_size : 0);
+  records = std::min<std::uint64_t>(detail::load_u64(trailer), room / hint_format::min_entry_size);
+  return sketched;
 }
 
 /// Writes `bytes` to `dir/name` atomically and durably: a temporary file,
