@@ -46,6 +46,11 @@ if [ "$install" = 1 ]; then
 fi
 
 # Build (release, assertions off) outside the source tree.
+# The commit the benchmark is built from, taken before the build (the work
+# tree may change while the run takes its minutes).
+commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git -C "$root" status --porcelain -- include bench 2>/dev/null)" ]; then commit="$commit (include/ or bench/ modified)"; fi
+
 if [ ! -f "$build/build.ninja" ]; then
   meson setup "$build" "$root" -Dbench=true -Dtests=false -Dexamples=false \
     -Dbuildtype=release -Db_ndebug=true >/dev/null
@@ -79,8 +84,6 @@ else
   load_after=$(cut -d' ' -f1-3 /proc/loadavg)
   [ -f "$work/body.md" ] || { echo "run.sh: cask_bench wrote no report (exit $status)" >&2; exit 1; }
 
-  commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-  if [ -n "$(git -C "$root" status --porcelain -- include 2>/dev/null)" ]; then commit="$commit (include/ modified)"; fi
   cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
   cores=$(nproc)
   mem=$(free -g | awk '/^Mem:/ {print $2 " GiB"}')
