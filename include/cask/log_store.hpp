@@ -2033,7 +2033,10 @@ class log_store {
     /// segment's live and dead counts start from, so that applying a record
     /// whose key is new reads nothing but its ref.
     struct totals {
-      std::uint64_t records = 0, bytes = 0, tomb_records = 0, tomb_bytes = 0;
+      std::uint64_t records = 0;       ///< records of the part
+      std::uint64_t bytes = 0;         ///< their bytes
+      std::uint64_t tomb_records = 0;  ///< of those, tombstones
+      std::uint64_t tomb_bytes = 0;    ///< and their bytes
     } part_totals[recovery_parts];
     std::uint64_t min_seq = ~std::uint64_t{0}, max_seq = 0;  // of the records
     void add(std::uint64_t h, std::uint32_t where, std::uint8_t flags, std::uint64_t size, std::uint64_t seq) {
