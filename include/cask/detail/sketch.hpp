@@ -68,11 +68,6 @@ class key_sketch {
     return e;
   }
 
-  /// Whether no key was counted.
-  bool empty() const noexcept {
-    return std::all_of(r_.begin(), r_.end(), [](std::uint8_t v) { return v == 0; });
-  }
-
   /// The registers, as a hint file stores them.
   void store(std::byte* out) const noexcept {
     for (std::size_t j = 0; j < registers; ++j) out[j] = std::byte{r_[j]};
