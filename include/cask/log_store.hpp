@@ -2305,14 +2305,11 @@ class log_store {
       (void)format::parse_record_header(e, static_cast<std::size_t>(segs[i]->capacity() - where), o);
       return hint_entry{o.seq, where, o.size, o.flags, o.key};
     };
-    /// What one applying thread found in one segment: count changes for
-    /// every segment so far (added to their atomic counters after the
-    /// segment), and the segment's sequence-number range.
+    /// The count changes one applying thread makes to one segment; a thread
+    /// keeps one per segment so far, added to their atomic counters after
+    /// the segment is applied.
     struct tally {
       std::uint64_t live_n = 0, live_b = 0, dead_n = 0, dead_b = 0;
-    };
-    struct part_result {
-      std::vector<tally> by_segment;
     };
 
     // The segment the writer was appending to: the newest one not written by
@@ -2458,9 +2455,8 @@ class log_store {
       // parts are applied in parallel; they read the segment table and the
       // hint images, which stay as they are meanwhile.
       auto apply_part = [&](std::size_t part) {
-        part_result w;
-        w.by_segment.resize(segs.size());
-        tally& t = w.by_segment[seg_index];
+        std::vector<tally> w(segs.size());
+        tally& t = w[seg_index];
         // Every record starts out live, tombstones dead; records found older
         // than their key's entry are moved to dead below (`lost`).
         const auto& pt = p.part_totals[part];
@@ -2472,13 +2468,12 @@ class log_store {
           // random: a record whose key is new costs no cache miss.
           const auto& refs = sort_by_hash(p.refs[k], sorted);
           const std::size_t count = refs.size();
-          // Prefetching, `near` records ahead, for a record whose key the
-          // keydir has: its own bytes and two cache lines of the entry it
-          // may replace (a hint entry of a 16-byte key is 27 bytes, its key
-          // at the end, so it crosses a line more often than not; a record's
-          // header and key are 37 bytes).
-          // And the table slot `far` ahead: in order, but a large table's
-          // slots are far apart.
+          // Prefetching: the table slot `far` records ahead (in order, but a
+          // large table's slots lie far apart); and `near` ahead, for a
+          // record whose key the keydir has, its own bytes and those of the
+          // entry it may replace, two cache lines each (a hint entry of a
+          // 16-byte key is 27 bytes, its key at the end, so it crosses a line
+          // more often than not; a record's header and key are 37 bytes).
           constexpr std::size_t near = 8, far = 16;
           for (std::size_t j = 0; j < std::min(count, far); ++j) s.keydir.prefetch(refs[j].hash);
           for (std::size_t j = 0; j < count; ++j) {
@@ -2516,7 +2511,7 @@ class log_store {
             if (!old) continue;  // a new key: counted live (or, a tombstone, dead) already
             if (r.seq > o.seq) {
               if (!old->tombstone) {
-                tally& ot = w.by_segment[old_index];
+                tally& ot = w[old_index];
                 --ot.live_n, ot.live_b -= o.size, ++ot.dead_n, ot.dead_b += o.size;
               }
             } else if (!tomb) {
@@ -2530,9 +2525,9 @@ class log_store {
         t.dead_b += pt.tomb_bytes + lost_b;
         return w;
       };
-      part_result parts[recovery_parts];
+      std::vector<tally> parts[recovery_parts];
       {
-        std::future<part_result> others[recovery_parts - 1];
+        std::future<std::vector<tally>> others[recovery_parts - 1];
         for (std::size_t k = 1; k < recovery_parts; ++k)
           if (p.part_totals[k].records > 0) others[k - 1] = std::async(policy, apply_part, k);
         parts[0] = apply_part(0);
@@ -2540,8 +2535,8 @@ class log_store {
           if (others[k - 1].valid()) parts[k] = others[k - 1].get();
       }
       for (const auto& w : parts) {
-        for (std::size_t i = 0; i < w.by_segment.size(); ++i) {
-          const tally& t = w.by_segment[i];
+        for (std::size_t i = 0; i < w.size(); ++i) {
+          const tally& t = w[i];
           auto& c = segs[i]->counters();
           if (t.live_n | t.live_b) c.live_records.fetch_add(t.live_n), c.live_bytes.fetch_add(t.live_b);
           if (t.dead_n | t.dead_b) c.dead_records.fetch_add(t.dead_n), c.dead_bytes.fetch_add(t.dead_b);
