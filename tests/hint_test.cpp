@@ -508,6 +508,9 @@ BOOST_AUTO_TEST_CASE(a_hint_that_breaks_the_entry_grammar_is_not_used) {
       {"version 2 with a sketch", [](raw_hint& h) { h.header[8] = 2; }},
       {"a sketch size other than 512", [](raw_hint& h) { h.sketch_field = 256; }},
       {"a sketch register above 56", [](raw_hint& h) { h.sketch[7] = 57; }},
+      // Entries are in file order: open finds a record's entry from its offset.
+      {"two entries out of file order", [](raw_hint& h) { std::swap(h.entries[1], h.entries[2]); }},
+      {"a record that overlaps the one before", [](raw_hint& h) { --h.entries[1].offset; }},
   };
   for (const auto& [what, change] : cases) {
     raw_hint bad = good;
@@ -689,6 +692,53 @@ BOOST_AUTO_TEST_CASE(recovery_counts_large_segments_as_the_writer_did) {
   BOOST_TEST(db.stats().recovered_from_hints == 0u);
   BOOST_TEST((contents(db) == m));
   BOOST_TEST(same_segments(live_dead(db.stats()), hinted));
+}
+
+// Recovery keeps records' offsets in the keydir and finds a hinted record's
+// entry, when another record of its key turns up, through a directory of the
+// segment cut into buckets of about a record each: with records of every size
+// (many starting in one bucket, or none in many), in large segments and small,
+// each is found, and hints and scans count every segment alike.
+BOOST_AUTO_TEST_CASE(a_hinted_record_is_found_among_records_of_any_size) {
+  for (const std::uint64_t segment_bytes : {std::uint64_t{4096}, std::uint64_t{1} << 20}) {
+    BOOST_TEST_CONTEXT("segments of " << segment_bytes << " bytes") {
+      temp_dir d("sizes");
+      auto o = opts();
+      o.max_segment_bytes = segment_bytes;
+      std::mt19937_64 g(segment_bytes);
+      model m;
+      {
+        auto db = string_store::open(d / "ref", o);
+        constexpr int keys = 3000;
+        for (int i = 0; i < 4 * keys; ++i) {
+          const std::string k = key_of(g() % keys);
+          // Mostly tiny values, runs of them, and now and then a large one.
+          const std::size_t len = g() % 8 == 0 ? 500 + g() % 3000 : g() % 3 == 0 ? 0 : g() % 40;
+          if (g() % 11 == 0) {
+            if (db.erase(k)) m.erase(k);
+          } else {
+            db.put(k, value_of(static_cast<std::uint64_t>(i), len));
+            m[k] = value_of(static_cast<std::uint64_t>(i), len);
+          }
+        }
+      }
+      std::vector<cask::segment_stats> counted[2];
+      for (const bool hints : {true, false}) {
+        const auto dir = d / (hints ? "hinted" : "scanned");
+        copy_dir(d / "ref", dir);
+        if (!hints)
+          for (const auto& e : std::filesystem::directory_iterator(dir))
+            if (e.path().extension() == ".hint") std::filesystem::remove(e.path());
+        auto db = string_store::open(dir, o);
+        const auto st = db.stats();
+        BOOST_TEST((hints ? st.recovered_by_scan : st.recovered_from_hints) == 0u);
+        BOOST_TEST((contents(db) == m));
+        counted[hints ? 0 : 1] = live_dead(st);
+      }
+      BOOST_TEST(counted[0].size() >= 2u);
+      BOOST_TEST(same_segments(counted[0], counted[1]));
+    }
+  }
 }
 
 // The keydir is sized by the distinct keys the sketches estimate, not by the

@@ -232,8 +232,8 @@ inline hint_entry hint_entry_at(const std::byte* p, std::uint64_t min_seq) noexc
 /// Checks a whole hint file image: header (kind, hint format version, codec,
 /// checksum, segment id, no flags), trailer checksum, that every entry is well formed
 /// (reserved bits zero, each number in its shortest form, within the
-/// format's limits) and lies
-/// inside a segment of `segment_bytes` bytes, that the entries end exactly at
+/// format's limits) and lies inside a segment of `segment_bytes` bytes, after
+/// the record of the entry before (file order), that the entries end exactly at
 /// the trailer, and that the trailer's counts and sequence range are the
 /// entries', and in version 3 that a sketch of well-formed registers lies
 /// between the entries and the trailer (out.sketch). Returns false for
@@ -270,7 +270,9 @@ bool validate_hint(std::span<const std::byte> file, std::uint32_t segment_id, st
   }
   if (out.min_seq > out.max_seq || out.max_seq > format::max_sequence) return false;
   // Walk the entries once: each must describe a record inside the segment.
-  std::uint64_t n = 0, lo = ~std::uint64_t{0}, hi = 0;
+  // The records, as the segment holds them: in file order, none overlapping
+  // the one before (open finds an entry from its record's offset by this).
+  std::uint64_t n = 0, lo = ~std::uint64_t{0}, hi = 0, record_end = format::file_header_size;
   const std::byte* const begin = file.data();
   const std::byte* p = begin + format::file_header_size;
   while (p < t) {
@@ -293,7 +295,8 @@ bool validate_hint(std::span<const std::byte> file, std::uint32_t segment_id, st
       return false;
     const std::uint64_t seq = out.min_seq + f.seq_delta, rsize = format::record_size(f.key_len, f.value_len);
     if (seq < format::first_sequence) return false;
-    if (f.offset < format::file_header_size || f.offset + rsize > segment_bytes) return false;
+    if (f.offset < record_end || f.offset + rsize > segment_bytes) return false;
+    record_end = f.offset + rsize;
     lo = std::min(lo, seq);
     hi = std::max(hi, seq);
     on_entry(hint_entry{seq, static_cast<std::uint32_t>(f.offset), static_cast<std::uint32_t>(rsize), f.flags,

@@ -250,8 +250,8 @@ class hash_keydir {
   /// Before f(l), ahead(l2) is called for an entry a few slots further on, so
   /// that the memory f reads can be prefetched. If the shard's load is below
   /// 0.4, the entries go to a new table at a load of 0.55 instead: recovery
-  /// resolves every entry this way once, after reserving for every record it
-  /// read, overwritten ones included. Writer side, for shard k (see shard_index()).
+  /// drops its tombstones this way, and gives back what it reserved for keys
+  /// that did not come. Writer side, for shard k (see shard_index()).
   template <class Ahead, class F>
   std::size_t remap_shard(std::size_t k, Ahead&& ahead, F&& f) {
     constexpr std::size_t distance = 32;

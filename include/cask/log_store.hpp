@@ -39,6 +39,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <concepts>
 #include <chrono>
 #include <atomic>
@@ -2004,6 +2005,63 @@ class log_store {
     return buf;
   }
 
+  /// Where a hinted segment's records have their hint entries, for recovery:
+  /// two records of a key are compared by their entries (the hint file's
+  /// checksum covers them), while the keydir holds the records' offsets. The
+  /// segment is cut into buckets of 2^shift bytes (about a record each); a
+  /// bucket gives the entry of the first record that starts in it or later,
+  /// from which a record's entry is a few entries on (entries are in file
+  /// order, validate_hint() checks).
+  struct hint_directory {
+    std::unique_ptr<std::uint32_t[]> first;  // by bucket: offset in the hint file of that entry
+    std::size_t buckets = 0;
+    unsigned shift = 0;
+    std::uint64_t min_seq = 0;  // the hint's base for sequence numbers
+
+    /// Buckets for a segment of `bytes` bytes holding about `records` records.
+    void size_for(std::uint64_t bytes, std::uint64_t records) {
+      const std::uint64_t span = bytes - format::file_header_size;
+      const std::uint64_t avg = span / std::max<std::uint64_t>(records, 1);
+      // About one record starts in a bucket, never two of the average size.
+      const unsigned log2_avg = avg > 0 ? static_cast<unsigned>(std::bit_width(avg)) - 1 : 0;
+      shift = std::clamp(log2_avg, 5u, 31u);
+      buckets = static_cast<std::size_t>(span >> shift) + 2;  // the last one past every record
+      first.reset(new std::uint32_t[buckets]);  // (every bucket is written, in order, by add and finish)
+      filled = 0;
+    }
+    std::size_t bucket(std::uint32_t record) const noexcept {
+      return static_cast<std::size_t>((record - format::file_header_size) >> shift);
+    }
+    /// Called for each entry, in file order.
+    void add(std::uint32_t record, std::uint32_t entry) noexcept {
+      for (const std::size_t b = bucket(record); filled <= b; ++filled) first[filled] = entry;
+    }
+    void finish(std::uint32_t entries_end) noexcept {
+      for (; filled < buckets; ++filled) first[filled] = entries_end;
+    }
+    /// The bucket's word for the record at `record`.
+    const std::uint32_t* word(std::uint32_t record) const noexcept { return &first[bucket(record)]; }
+    /// The first entry to look at for the record at `record`.
+    const std::byte* start(const std::byte* hint, std::uint32_t record) const noexcept {
+      return hint + first[bucket(record)];
+    }
+    /// The entry of the record at `record`, one of those add() was given.
+    /// (The walk stops at the entries' end, which it reaches only if
+    /// `record` were none of them.)
+    hint_entry entry(const std::byte* hint, std::uint32_t record) const noexcept {
+      hint_entry e;
+      const std::byte* const end = hint + first[buckets - 1];
+      for (const std::byte* p = start(hint, record); p < end;) {
+        p = decode_hint_entry(p, min_seq, e);
+        if (e.offset >= record) break;
+      }
+      return e;
+    }
+
+   private:
+    std::size_t filled = 0;
+  };
+
   /// Recovery applies each segment's records to the keydir in this many
   /// threads, each owning a share of the keydir's shards.
   static constexpr std::size_t recovery_parts = 2;
@@ -2018,12 +2076,11 @@ class log_store {
     std::shared_ptr<segment_type> seg;
     std::uint64_t size = 0;  // file size
     std::uint64_t end = 0;   // end of the valid data
-    /// One record, as the keydir needs it: its key's hash, the offset of
-    /// what describes it, its hint entry (from_hint) or the record itself,
-    /// and its flags (in what would be padding).
+    /// One record, as the keydir needs it: its key's hash, its offset in
+    /// the segment, and its flags (in what would be padding).
     struct ref {
       std::uint64_t hash;   ///< of the record's key
-      std::uint32_t where;  ///< offset of its hint entry (from_hint) or of the record
+      std::uint32_t where;  ///< the record's offset
       std::uint8_t flags;   ///< the record's
     };
     /// The records in file order, by keydir shard: refs[k] holds those of shard k.
@@ -2056,9 +2113,9 @@ class log_store {
       min_seq = ~std::uint64_t{0}, max_seq = 0;
     }
     /// From a hint file: the file, mapped (recover() keeps it mapped until the
-    /// keydir is final).
+    /// keydir is final), and where to find a record's entry in it.
     typename io_type::mapping hint;
-    std::uint64_t hint_min_seq = 0;  // the hint's base for sequence numbers
+    hint_directory dir;
     detail::key_sketch sketch;       // of the records' keys, from their hashes
     bool from_hint = false;
     bool rewrite_hint = false;       // from a hint whose sketch is not its entries'
@@ -2151,13 +2208,19 @@ class log_store {
       // (Reserved pages that are never touched cost nothing.)
       const std::size_t per = expect / keydir_type::shards();
       for (auto& r : p.refs) r.reserve(per + per / 8 + 16);
+      p.dir.size_for(size, expect);
+      // (Entry offsets are kept in 32 bits: a hint larger than that, which
+      // only a segment of nearly 4 GiB of keys could have, is not used.)
       const bool valid =
+          image.size() <= UINT32_MAX &&
           validate_hint<checksum_type>(image, id, s.codec_id, size, hs_sum, [&](const hint_entry& he, std::size_t at) {
-            p.add(Hasher{}(he.key), static_cast<std::uint32_t>(at), he.flags, he.size, he.seq);
+            p.add(Hasher{}(he.key), he.offset, he.flags, he.size, he.seq);
+            p.dir.add(he.offset, static_cast<std::uint32_t>(at));
           });
       if (valid) {
         p.from_hint = true;
-        p.hint_min_seq = hs_sum.min_seq;
+        p.dir.finish(static_cast<std::uint32_t>(image.size()));
+        p.dir.min_seq = hs_sum.min_seq;
         p.end = size;
         // The sketch should be its entries' under this store's hasher
         // (validate_hint() cannot tell: it does not know the hasher). One
@@ -2172,6 +2235,7 @@ class log_store {
                             "hint file does not validate; scanning the segment instead"});
     }
     p.hint = {};
+    p.dir = {};
     p.clear_records();
     if (hs_sum.trailer_valid && hs_sum.segment_bytes != size) {
       // Sealed segments never change size, and a hint is written only for a
@@ -2278,29 +2342,29 @@ class log_store {
     }
 
     // Recovered segments in id order, and beside each its mapped hint file if
-    // its entries came from one. While recovery runs, the keydir entries of a
-    // hinted segment hold the offset of the record's hint entry, not of the
-    // record: two records of a key are told apart by the keys and sequence
-    // numbers in the hint files (checksummed as a whole), never by reading
-    // the segments. The end of recover() turns them into record offsets.
+    // its entries came from one: two records of a key are told apart by the
+    // keys and sequence numbers in the hint files (checksummed as a whole),
+    // never by reading the segments.
     std::vector<std::shared_ptr<segment_type>> segs;
     std::vector<typename io_type::mapping> hints;  // hints[i]: of segs[i], or empty
-    std::vector<std::uint64_t> hint_min_seq;       // hint_min_seq[i]: the base of hints[i]'s sequence numbers
+    std::vector<hint_directory> dirs;              // dirs[i]: where hints[i] has a record's entry
     std::uint64_t max_seq = 0;
     auto index_of = [&](std::uint32_t id) -> std::size_t {
       auto it = std::lower_bound(segs.begin(), segs.end(), id,
                                  [](const auto& p, std::uint32_t v) { return p->id() < v; });
       return it != segs.end() && (*it)->id() == id ? std::size_t(it - segs.begin()) : SIZE_MAX;
     };
+    /// What describes the record at `where` of segs[i], or where its search
+    /// starts: its hint entry, or the record itself in a scanned segment.
     auto bytes_at = [&](std::size_t i, std::uint32_t where) {
       const std::byte* h = hints[i].data();
-      return (h ? h : segs[i]->data()) + where;
+      return h ? dirs[i].start(h, where) : segs[i]->data() + where;
     };
     /// A record as recovery compares it: its hint entry or, in a scanned
     /// segment, what its header (checked by the scan) says.
     auto indexed_at = [&](std::size_t i, std::uint32_t where) {
-      const std::byte* e = bytes_at(i, where);
-      if (hints[i].data()) return hint_entry_at(e, hint_min_seq[i]);
+      if (const std::byte* h = hints[i].data()) return dirs[i].entry(h, where);
+      const std::byte* e = segs[i]->data() + where;
       format::record_view o;
       (void)format::parse_record_header(e, static_cast<std::size_t>(segs[i]->capacity() - where), o);
       return hint_entry{o.seq, where, o.size, o.flags, o.key};
@@ -2441,7 +2505,7 @@ class log_store {
       auto seg = p.seg;
       segs.push_back(seg);
       hints.push_back(std::move(p.hint));
-      hint_min_seq.push_back(p.hint_min_seq);
+      dirs.push_back(std::move(p.dir));
       const std::size_t seg_index = segs.size() - 1;
       std::size_t n = 0;
       for (const auto& r : p.refs) n += r.size();
@@ -2462,37 +2526,73 @@ class log_store {
         const auto& pt = p.part_totals[part];
         std::uint64_t lost_n = 0, lost_b = 0;
         std::vector<typename prepared::ref> sorted;
+        // Records applied so far, and of those, ones whose hash the keydir had.
+        std::size_t applied = 0, met = 0;
         for (std::size_t k = part; k < keydir_type::shards(); k += recovery_parts) {
           // The shard's records in the order of their home slots (the hash's
           // high bits), so that the table is filled front to back, not at
           // random: a record whose key is new costs no cache miss.
           const auto& refs = sort_by_hash(p.refs[k], sorted);
           const std::size_t count = refs.size();
-          // Prefetching: the table slot `far` records ahead (in order, but a
-          // large table's slots lie far apart); and `near` ahead, for a
-          // record whose key the keydir has, its own bytes and those of the
-          // entry it may replace, two cache lines each (a hint entry of a
+          // Prefetching, for a record whose key the keydir has, in stages:
+          // the table slot `far` records ahead (in order, but a large table's
+          // slots lie far apart); `mid` ahead, the directory words that say
+          // where the hint entries of the record and of the entry it may
+          // replace are (or, in a scanned segment, the record); and `near`
+          // ahead, those entries, two cache lines each (a hint entry of a
           // 16-byte key is 27 bytes, its key at the end, so it crosses a line
           // more often than not; a record's header and key are 37 bytes).
-          constexpr std::size_t near = 8, far = 16;
+          constexpr std::size_t near = 16, mid = 36, far = 64;
+          struct hit {
+            std::size_t index = SIZE_MAX;  // of the entry's segment, SIZE_MAX for none
+            std::uint32_t offset = 0;
+          };
+          hit hits[far];  // by record modulo far, from `mid` to `near` ahead
+          // (Inlined: GCC takes a function that only prefetches for one with
+          // no effect, and drops the calls.)
+          auto prefetch_start = [&](std::size_t i, std::uint32_t where) __attribute__((always_inline)) {
+            if (hints[i].data()) {
+              __builtin_prefetch(dirs[i].word(where));
+            } else {
+              __builtin_prefetch(segs[i]->data() + where);
+              __builtin_prefetch(segs[i]->data() + where + 32);
+            }
+          };
+          auto prefetch_entry = [&](std::size_t i, std::uint32_t where) __attribute__((always_inline)) {
+            const std::byte* e = bytes_at(i, where);
+            __builtin_prefetch(e);
+            __builtin_prefetch(e + 32);
+          };
+          auto look_mid = [&](std::size_t j) __attribute__((always_inline)) {
+            hit& h = hits[j % far];
+            h.index = SIZE_MAX;
+            (void)s.keydir.find(refs[j].hash, [&](location l) {
+              h.index = index_of(l.segment);
+              h.offset = l.offset;
+              if (h.index != SIZE_MAX) prefetch_start(h.index, l.offset), prefetch_start(seg_index, refs[j].where);
+              return true;
+            });
+          };
+          auto look_near = [&](std::size_t j) __attribute__((always_inline)) {
+            // (An entry replaced since look_mid() only makes a prefetch useless.)
+            if (const hit& h = hits[j % far]; h.index != SIZE_MAX)
+              prefetch_entry(h.index, h.offset), prefetch_entry(seg_index, refs[j].where);
+          };
+          // Looking a record up ahead costs a probe of the table for every
+          // record, worth it only where keys meet often: in a segment whose
+          // keys are new (the first written, or one of keys written once),
+          // this thread stops once its first 1024 records have shown so (a
+          // key met after that waits for its two entries).
+          const bool ahead = applied < 1024 || met * 32 > applied;
+          const std::size_t look = ahead ? count : 0;
           for (std::size_t j = 0; j < std::min(count, far); ++j) s.keydir.prefetch(refs[j].hash);
+          for (std::size_t j = 0; j < std::min(look, mid); ++j) look_mid(j);
+          for (std::size_t j = 0; j < std::min(look, near); ++j) look_near(j);
+          applied += count;
           for (std::size_t j = 0; j < count; ++j) {
             if (j + far < count) s.keydir.prefetch(refs[j + far].hash);
-            if (j + near < count) {
-              const auto& a = refs[j + near];
-              (void)s.keydir.find(a.hash, [&](location l) {
-                const std::size_t i = index_of(l.segment);
-                if (i != SIZE_MAX) {
-                  const std::byte* e = bytes_at(i, l.offset);
-                  __builtin_prefetch(e);
-                  __builtin_prefetch(e + 32);
-                  const std::byte* c = bytes_at(seg_index, a.where);
-                  __builtin_prefetch(c);
-                  __builtin_prefetch(c + 32);
-                }
-                return true;
-              });
-            }
+            if (j + mid < look) look_mid(j + mid);
+            if (j + near < look) look_near(j + near);
             const auto& x = refs[j];
             const bool tomb = (x.flags & format::tombstone) != 0;
             std::size_t old_index = SIZE_MAX;
@@ -2509,6 +2609,7 @@ class log_store {
                 },
                 [&](location) { return r.seq > o.seq; });
             if (!old) continue;  // a new key: counted live (or, a tombstone, dead) already
+            ++met;
             if (r.seq > o.seq) {
               if (!old->tombstone) {
                 tally& ot = w[old_index];
@@ -2554,7 +2655,7 @@ class log_store {
         // the new active segment (see reuse_id).
         segs.pop_back();
         hints.pop_back();
-        hint_min_seq.pop_back();
+        dirs.pop_back();
         seg.reset();
         p.seg.reset();
         s.reuse_id = p.id;
@@ -2572,35 +2673,19 @@ class log_store {
         segs.back() = sealed;
       }
     }
-    // Tombstones were kept only to order records across segments; the
-    // entries of hinted segments now get their records' offsets. Each part
-    // of the shards in its own thread, as above.
-    const bool any_hint = std::any_of(hints.begin(), hints.end(), [](const auto& m) { return m.data() != nullptr; });
-    if (any_tombstone || any_hint) {
-      auto hint_entry_of = [&](location l) -> const std::byte* {
-        const std::size_t i = index_of(l.segment);
-        const std::byte* h = i == SIZE_MAX ? nullptr : hints[i].data();
-        return h ? h + l.offset : nullptr;
-      };
+    // Tombstones were kept only to order records across segments: they go,
+    // and a table sized for many more keys than it holds (from hints without
+    // a sketch) is rebuilt smaller (see remap_shard()). Each part of the
+    // shards in its own thread, as above.
+    if (any_tombstone || s.keydir.size() < reserved * 3 / 4) {
       auto remap_part = [&](std::size_t part) {
-        for (std::size_t k = part; k < keydir_type::shards(); k += recovery_parts) {
+        for (std::size_t k = part; k < keydir_type::shards(); k += recovery_parts)
           s.keydir.remap_shard(
-              k,
-              [&](location l) {
-                if (!l.tombstone)
-                  if (const std::byte* e = hint_entry_of(l)) {
-                    __builtin_prefetch(e);
-                    // (The offset of a 16-byte key's entry in a 128 MiB segment
-                    // ends 11 bytes in; at most 21.)
-                    __builtin_prefetch(e + 12);
-                  }
-              },
-              [&](location l) -> std::optional<location> {
+              k, [](location) {},
+              [](location l) -> std::optional<location> {
                 if (l.tombstone) return std::nullopt;
-                if (const std::byte* e = hint_entry_of(l)) l.offset = hint_entry_at(e, 0).offset;
                 return l;
               });
-        }
       };
       std::future<void> others[recovery_parts - 1];
       for (std::size_t k = 1; k < recovery_parts; ++k) others[k - 1] = std::async(policy, remap_part, k);
