@@ -24,6 +24,7 @@
 #include <random>
 #include <stdexcept>
 #include <thread>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -212,6 +213,32 @@ disk_figures disk_usage(const std::filesystem::path& dir) {
     }
   }
   return d;
+}
+
+/// The page cache's copies of every file under `dir`: dropped (what is dirty
+/// written back first), so that the next open reads from the device, as after
+/// a reboot; or read in, so that it reads from memory. The store must be
+/// closed: a page still mapped is not dropped.
+void drop_cached(const std::filesystem::path& dir) {
+  for (const auto& f : std::filesystem::recursive_directory_iterator(dir)) {
+    if (!f.is_regular_file()) continue;
+    const int fd = ::open(f.path().c_str(), O_RDONLY);
+    if (fd < 0) throw std::runtime_error("cannot open " + f.path().string());
+    const bool ok = ::fdatasync(fd) == 0 && ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0;
+    ::close(fd);
+    if (!ok) throw std::runtime_error("cannot drop the cached pages of " + f.path().string());
+  }
+}
+void warm_cached(const std::filesystem::path& dir) {
+  std::vector<char> buf(1 << 20);
+  for (const auto& f : std::filesystem::recursive_directory_iterator(dir)) {
+    if (!f.is_regular_file()) continue;
+    const int fd = ::open(f.path().c_str(), O_RDONLY);
+    if (fd < 0) throw std::runtime_error("cannot open " + f.path().string());
+    while (::read(fd, buf.data(), buf.size()) > 0) {
+    }
+    ::close(fd);
+  }
 }
 
 void emit_disk(const std::string& w, const std::string& prefix, const std::filesystem::path& dir) {
@@ -593,6 +620,12 @@ void group_main(const params& p, const std::string& name, const std::filesystem:
       verify_sample(*e, d, 100000, "after " + what);
     };
     timed_open("reopen", "reopen");
+    // Each open below finds the page cache as it says: warm (every file
+    // read in first) or cold (every file dropped from it first, as after a
+    // reboot); the reads that verify an open warm some of it.
+    e->close();
+    drop_cached(dir);
+    timed_open("reopen_cold", "reopen, cold page cache");
     const auto hints = e->hint_files(dir);
     if (!hints.empty()) {
       // cask's keydir snapshot (KEYDIR) spares the hint files at a clean
@@ -601,18 +634,32 @@ void group_main(const params& p, const std::string& name, const std::filesystem:
       const bool snapshot = std::any_of(figs.begin(), figs.end(), [](const auto& f) {
         return f.first == "from_keydir_snapshot" && f.second > 0;
       });
+      auto remove = [&](bool all) {
+        for (const auto& h : e->hint_files(dir))
+          if (all || h.filename() == "KEYDIR") std::filesystem::remove(h);
+      };
       if (snapshot) {
         e->close();
-        for (const auto& h : e->hint_files(dir))
-          if (h.filename() == "KEYDIR") std::filesystem::remove(h);
+        remove(false);
+        warm_cached(dir);
         timed_open("reopen_hints", "reopen from hint files");
+        e->close();
+        remove(false);  // (written again at close)
+        drop_cached(dir);
+        timed_open("reopen_hints_cold", "reopen from hint files, cold page cache");
       }
       e->close();
-      for (const auto& h : e->hint_files(dir)) std::filesystem::remove(h);
+      remove(true);
+      warm_cached(dir);
       timed_open("reopen_scan", "reopen by full scan");
+      e->close();
+      remove(true);  // (written again after the scan, and at close)
+      drop_cached(dir);
+      timed_open("reopen_scan_cold", "reopen by full scan, cold page cache");
     } else if (name == "cask") {
       note("cask wrote no hint files: reopen is a full scan of the segments");
     }
+    warm_cached(dir);  // what follows, as before these opens: on a warm cache
   }
 
   if (want("deleterandom")) {

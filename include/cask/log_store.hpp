@@ -1990,18 +1990,23 @@ class log_store {
     return static_cast<std::size_t>(std::min(keys.estimate(), static_cast<double>(sketched_records))) + unsketched;
   }
 
-  /// The records of one keydir shard, ordered by the hash's top 10 bits
-  /// (stable: a counting sort through `buf`), which order the home slots of
-  /// a shard's table. Returns what holds them, `refs` or `buf`.
+  /// The records of one keydir shard, ordered by the hash's top `bits` bits
+  /// (stable: a counting sort through `buf` and `counts`), which order the
+  /// home slots of a shard's table. A bucket holds 4 to 8 records on
+  /// average (1024 buckets at least), so that records of one key (one hash)
+  /// are a few places apart. Returns what holds them, `refs` or `buf`, and
+  /// sets `bits` (0: `refs`, as they are).
   template <class Ref>
-  static const std::vector<Ref>& sort_by_hash(const std::vector<Ref>& refs, std::vector<Ref>& buf) {
-    constexpr unsigned bits = 10;
+  static const std::vector<Ref>& sort_by_hash(const std::vector<Ref>& refs, std::vector<Ref>& buf,
+                                              std::vector<std::uint32_t>& counts, unsigned& bits) {
+    bits = 0;
     if (refs.size() < 64) return refs;  // few enough to stay in the cache as they are
-    std::array<std::uint32_t, (1u << bits) + 1> at{};
-    for (const Ref& r : refs) ++at[(r.hash >> (64 - bits)) + 1];
-    for (std::size_t b = 1; b < at.size(); ++b) at[b] += at[b - 1];
+    bits = std::clamp(static_cast<unsigned>(std::bit_width(refs.size())), 13u, 19u) - 3;
+    counts.assign((std::size_t{1} << bits) + 1, 0);
+    for (const Ref& r : refs) ++counts[(r.hash >> (64 - bits)) + 1];
+    for (std::size_t b = 1; b < counts.size(); ++b) counts[b] += counts[b - 1];
     buf.resize(refs.size());
-    for (const Ref& r : refs) buf[at[r.hash >> (64 - bits)]++] = r;
+    for (const Ref& r : refs) buf[counts[r.hash >> (64 - bits)]++] = r;
     return buf;
   }
 
@@ -2526,13 +2531,15 @@ class log_store {
         const auto& pt = p.part_totals[part];
         std::uint64_t lost_n = 0, lost_b = 0;
         std::vector<typename prepared::ref> sorted;
+        std::vector<std::uint32_t> counts;
         // Records applied so far, and of those, ones whose hash the keydir had.
         std::size_t applied = 0, met = 0;
         for (std::size_t k = part; k < keydir_type::shards(); k += recovery_parts) {
           // The shard's records in the order of their home slots (the hash's
           // high bits), so that the table is filled front to back, not at
           // random: a record whose key is new costs no cache miss.
-          const auto& refs = sort_by_hash(p.refs[k], sorted);
+          unsigned bits = 0;
+          const auto& refs = sort_by_hash(p.refs[k], sorted, counts, bits);
           const std::size_t count = refs.size();
           // Prefetching, for a record whose key the keydir has, in stages:
           // the table slot `far` records ahead (in order, but a large table's
@@ -2569,9 +2576,19 @@ class log_store {
             (void)s.keydir.find(refs[j].hash, [&](location l) {
               h.index = index_of(l.segment);
               h.offset = l.offset;
-              if (h.index != SIZE_MAX) prefetch_start(h.index, l.offset), prefetch_start(seg_index, refs[j].where);
               return true;
             });
+            // A key written twice in this segment: its other record is a few
+            // places before it, in its bucket of the order (sort_by_hash()),
+            // and not yet in the keydir. (At most 8 places back: a hasher
+            // that puts many keys in one bucket costs no more.)
+            const std::uint64_t bucket = bits ? refs[j].hash >> (64 - bits) : 0;
+            for (std::size_t b = 1; h.index == SIZE_MAX && b <= std::min<std::size_t>(j, 8); ++b) {
+              const auto& o = refs[j - b];
+              if (bits && o.hash >> (64 - bits) != bucket) break;
+              if (o.hash == refs[j].hash) h.index = seg_index, h.offset = o.where;
+            }
+            if (h.index != SIZE_MAX) prefetch_start(h.index, h.offset), prefetch_start(seg_index, refs[j].where);
           };
           auto look_near = [&](std::size_t j) __attribute__((always_inline)) {
             // (An entry replaced since look_mid() only makes a prefetch useless.)
