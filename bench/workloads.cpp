@@ -15,6 +15,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -218,12 +219,19 @@ disk_figures disk_usage(const std::filesystem::path& dir) {
 /// The page cache's copies of every file under `dir`: dropped (what is dirty
 /// written back first), so that the next open reads from the device, as after
 /// a reboot; or read in, so that it reads from memory. The store must be
-/// closed: a page still mapped is not dropped.
+/// closed for a drop: a page still mapped is not dropped. A file that goes
+/// while this runs (an engine's background work) is passed over.
+int open_if_there(const std::filesystem::path& f) {
+  const int fd = ::open(f.c_str(), O_RDONLY);
+  if (fd < 0 && errno != ENOENT) throw std::runtime_error("cannot open " + f.string());
+  return fd;
+}
 void drop_cached(const std::filesystem::path& dir) {
   for (const auto& f : std::filesystem::recursive_directory_iterator(dir)) {
-    if (!f.is_regular_file()) continue;
-    const int fd = ::open(f.path().c_str(), O_RDONLY);
-    if (fd < 0) throw std::runtime_error("cannot open " + f.path().string());
+    std::error_code ec;
+    if (!f.is_regular_file(ec)) continue;
+    const int fd = open_if_there(f.path());
+    if (fd < 0) continue;
     const bool ok = ::fdatasync(fd) == 0 && ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0;
     ::close(fd);
     if (!ok) throw std::runtime_error("cannot drop the cached pages of " + f.path().string());
@@ -232,9 +240,10 @@ void drop_cached(const std::filesystem::path& dir) {
 void warm_cached(const std::filesystem::path& dir) {
   std::vector<char> buf(1 << 20);
   for (const auto& f : std::filesystem::recursive_directory_iterator(dir)) {
-    if (!f.is_regular_file()) continue;
-    const int fd = ::open(f.path().c_str(), O_RDONLY);
-    if (fd < 0) throw std::runtime_error("cannot open " + f.path().string());
+    std::error_code ec;
+    if (!f.is_regular_file(ec)) continue;
+    const int fd = open_if_there(f.path());
+    if (fd < 0) continue;
     while (::read(fd, buf.data(), buf.size()) > 0) {
     }
     ::close(fd);
