@@ -221,13 +221,6 @@ inline const std::byte* decode_hint_entry(const std::byte* p, std::uint64_t min_
   return f.key + f.key_len;
 }
 
-/// The entry that starts at `p`, inside a hint image that validate_hint()
-/// accepted, whose trailer gives `min_seq`.
-inline hint_entry hint_entry_at(const std::byte* p, std::uint64_t min_seq) noexcept {
-  hint_entry e;
-  (void)decode_hint_entry(p, min_seq, e);
-  return e;
-}
 
 /// Checks a whole hint file image: header (kind, hint format version, codec,
 /// checksum, segment id, no flags), trailer checksum, that every entry is well formed
