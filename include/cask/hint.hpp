@@ -221,7 +221,6 @@ inline const std::byte* decode_hint_entry(const std::byte* p, std::uint64_t min_
   return f.key + f.key_len;
 }
 
-
 /// Checks a whole hint file image: header (kind, hint format version, codec,
 /// checksum, segment id, no flags), trailer checksum, that every entry is well formed
 /// (reserved bits zero, each number in its shortest form, within the

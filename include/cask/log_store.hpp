@@ -1993,7 +1993,7 @@ class log_store {
   /// The records of one keydir shard, ordered by the hash's top `bits` bits
   /// (stable: a counting sort through `buf` and `counts`), which order the
   /// home slots of a shard's table. A bucket holds 4 to 8 records on
-  /// average (1024 buckets at least), so that records of one key (one hash)
+  /// average (1024 buckets at least, 2^16 at most), so that records of one key (one hash)
   /// are a few places apart. Returns what holds them, `refs` or `buf`, and
   /// sets `bits` (0: `refs`, as they are).
   template <class Ref>
@@ -2214,8 +2214,8 @@ class log_store {
       const std::size_t per = expect / keydir_type::shards();
       for (auto& r : p.refs) r.reserve(per + per / 8 + 16);
       p.dir.size_for(size, expect);
-      // (Entry offsets are kept in 32 bits: a hint larger than that, which
-      // only a segment of nearly 4 GiB of keys could have, is not used.)
+      // (Entry offsets are kept in 32 bits. A valid hint is smaller than its
+      // segment, each entry smaller than its record: the check is defensive.)
       const bool valid =
           image.size() <= UINT32_MAX &&
           validate_hint<checksum_type>(image, id, s.codec_id, size, hs_sum, [&](const hint_entry& he, std::size_t at) {
@@ -2224,7 +2224,9 @@ class log_store {
           });
       if (valid) {
         p.from_hint = true;
-        p.dir.finish(static_cast<std::uint32_t>(image.size()));
+        // (The entries end where the sketch, if any, and the trailer begin.)
+        p.dir.finish(static_cast<std::uint32_t>(image.size() - hint_format::trailer_size -
+                                                (hs_sum.has_sketch ? hint_format::sketch_size : 0)));
         p.dir.min_seq = hs_sum.min_seq;
         p.end = size;
         // The sketch should be its entries' under this store's hasher
@@ -2550,6 +2552,7 @@ class log_store {
           // 16-byte key is 27 bytes, its key at the end, so it crosses a line
           // more often than not; a record's header and key are 37 bytes).
           constexpr std::size_t near = 16, mid = 36, far = 64;
+          static_assert(near < mid && mid < far);
           struct hit {
             std::size_t index = SIZE_MAX;  // of the entry's segment, SIZE_MAX for none
             std::uint32_t offset = 0;
