@@ -1990,24 +1990,35 @@ class log_store {
     return static_cast<std::size_t>(std::min(keys.estimate(), static_cast<double>(sketched_records))) + unsketched;
   }
 
-  /// The records of one keydir shard, ordered by the hash's top `bits` bits
-  /// (stable: a counting sort through `buf` and `counts`), which order the
-  /// home slots of a shard's table. A bucket holds 4 to 8 records on
-  /// average (1024 buckets at least, 2^16 at most), so that records of one key (one hash)
-  /// are a few places apart. Returns what holds them, `refs` or `buf`, and
-  /// sets `bits` (0: `refs`, as they are).
+  /// The records of one keydir shard in a batch of segments, ordered by the
+  /// hash's top `bits` bits, which order the home slots of a shard's table:
+  /// a counting sort of `lists` (the shard's refs of each segment of the
+  /// batch, in segment order) into `buf`, each ref marked with its list's
+  /// index. Stable: within a bucket, records of an earlier segment come
+  /// first and a segment's are in file order. A bucket holds 2 to 4 records
+  /// on average (1024 buckets at least, 2^16 at most), so that records of one
+  /// key (one hash) are a few places apart. Sets `bits` (0: not sorted, too
+  /// few records to leave the cache).
   template <class Ref>
-  static const std::vector<Ref>& sort_by_hash(const std::vector<Ref>& refs, std::vector<Ref>& buf,
-                                              std::vector<std::uint32_t>& counts, unsigned& bits) {
+  static void sort_by_hash(std::span<const std::vector<Ref>* const> lists, std::vector<Ref>& buf,
+                           std::vector<std::uint32_t>& counts, unsigned& bits) {
+    std::size_t n = 0;
+    for (const auto* l : lists) n += l->size();
+    buf.resize(n);
     bits = 0;
-    if (refs.size() < 64) return refs;  // few enough to stay in the cache as they are
-    bits = std::clamp(static_cast<unsigned>(std::bit_width(refs.size())), 13u, 19u) - 3;
+    if (n < 64) {  // few enough to stay in the cache as they are
+      std::size_t at = 0;
+      for (std::size_t b = 0; b < lists.size(); ++b)
+        for (Ref r : *lists[b]) r.seg = static_cast<std::uint16_t>(b), buf[at++] = r;
+      return;
+    }
+    bits = std::clamp(static_cast<unsigned>(std::bit_width(n)), 12u, 18u) - 2;
     counts.assign((std::size_t{1} << bits) + 1, 0);
-    for (const Ref& r : refs) ++counts[(r.hash >> (64 - bits)) + 1];
+    for (const auto* l : lists)
+      for (const Ref& r : *l) ++counts[(r.hash >> (64 - bits)) + 1];
     for (std::size_t b = 1; b < counts.size(); ++b) counts[b] += counts[b - 1];
-    buf.resize(refs.size());
-    for (const Ref& r : refs) buf[counts[r.hash >> (64 - bits)]++] = r;
-    return buf;
+    for (std::size_t b = 0; b < lists.size(); ++b)
+      for (Ref r : *lists[b]) r.seg = static_cast<std::uint16_t>(b), buf[counts[r.hash >> (64 - bits)]++] = r;
   }
 
   /// Where a hinted segment's records have their hint entries, for recovery:
@@ -2070,6 +2081,10 @@ class log_store {
   /// Recovery applies each segment's records to the keydir in this many
   /// threads, each owning a share of the keydir's shards.
   static constexpr std::size_t recovery_parts = 2;
+  /// Recovery applies the records of at most this many consecutive segments
+  /// together (options::recovery_batch_records): a record's segment in its
+  /// batch is 16 bits.
+  static constexpr std::size_t batch_max_segments = 0xffff;
 
   /// A segment made ready for the keydir, off the main thread: mapped, its
   /// header checked, and its entries read from its hint file or by a scan,
@@ -2087,6 +2102,7 @@ class log_store {
       std::uint64_t hash;   ///< of the record's key
       std::uint32_t where;  ///< the record's offset
       std::uint8_t flags;   ///< the record's
+      std::uint16_t seg;    ///< while applied: the index of its segment in its batch (sort_by_hash())
     };
     /// The records in file order, by keydir shard: refs[k] holds those of shard k.
     std::vector<ref> refs[keydir_type::shards()];
@@ -2103,7 +2119,7 @@ class log_store {
     std::uint64_t min_seq = ~std::uint64_t{0}, max_seq = 0;  // of the records
     void add(std::uint64_t h, std::uint32_t where, std::uint8_t flags, std::uint64_t size, std::uint64_t seq) {
       const std::size_t k = keydir_type::shard_index(h);
-      refs[k].push_back({h, where, flags});
+      refs[k].push_back({h, where, flags, 0});
       sketch.add(h);
       totals& t = part_totals[k % recovery_parts];
       ++t.records, t.bytes += size;
@@ -2308,9 +2324,10 @@ class log_store {
     return p;
   }
 
-  /// Rebuilds the keydir from every segment, in id order: the main thread
-  /// applies segment i while a helper thread prepares segment i + 1. Cuts a
-  /// torn tail off the newest segment (unless read-only).
+  /// Rebuilds the keydir from every segment, in id order: helper threads
+  /// prepare segments up to two ahead while the main thread (with a second
+  /// one) applies the batch of segments prepared before them. Cuts a torn
+  /// tail off the newest segment (unless read-only).
   static bool recover(state& s, std::error_code& ec, detail::error_site* site) {
     const bool rw = !s.opts.read_only;
     std::error_code le;
@@ -2485,63 +2502,44 @@ class log_store {
     // segments are prepared.
     reserved = keys_expected(keys, sketched_records, unsketched_total);
     s.keydir.reserve(reserved);
-    for (std::size_t idx = 0; idx < ids.size(); ++idx) {
-      prepared p = ahead.front().get();
-      ahead.pop_front();
-      launch();
-      unsketched_total -= unsketched[idx];
-      for (const auto& ev : p.events) report(s, ev.what, ev.file, ev.offset, ev.bytes, ev.detail);
-      if (p.ec) {
-        if (parallel)  // (a deferred one never runs)
-          for (auto& f : ahead) f.wait();
-        detail::set_error(ec, site, p.ec, p.path, p.err_off);
-        return false;
-      }
-      std::error_code e;
-      if (p.partial) {
-        // Rewritten as the new active segment (see reuse_id), never removed.
-        if (rw) s.reuse_id = p.id;
-        continue;
-      }
-      s.torn_bytes += p.torn_bytes;
-      s.skipped_records += p.skipped;
-      if (p.skipped > 0 && !p.from_hint) s.scanned_with_damage.push_back(p.id);
-      ++(p.from_hint ? s.segments_from_hints : s.segments_scanned);
-      if ((!p.from_hint || p.rewrite_hint) && rw && !(p.newest && p.end == format::file_header_size))
-        s.hint_queue.push_back(p.id);
-      auto seg = p.seg;
-      segs.push_back(seg);
-      hints.push_back(std::move(p.hint));
-      dirs.push_back(std::move(p.dir));
-      const std::size_t seg_index = segs.size() - 1;
-      std::size_t n = 0;
-      for (const auto& r : p.refs) n += r.size();
-      keys.merge(p.sketch);
-      if (!sketched[idx]) sketched_records += n;
-      if (const std::size_t want = keys_expected(keys, sketched_records, unsketched_total); want > reserved) {
-        reserved = want;
-        s.keydir.reserve(reserved);
-      }
+    // Prepared segments wait in a batch, and a batch's records are applied to
+    // the keydir together: each shard's table is swept front to back once per
+    // batch, not once per segment (a segment's records touch a line of the
+    // table here and there across the whole of it, and a large table is far
+    // bigger than the cache: eleven 128 MiB segments of 10 M keys swept the
+    // 230 MB table eleven times). Records are applied in the order of their
+    // home slots, whatever segment holds them; the sequence numbers, not the
+    // order, decide which record of a key is the newest.
+    std::vector<prepared> batch;
+    std::size_t batch_refs = 0;
+    auto apply_batch = [&]() -> bool {
+      const std::size_t first = segs.size() - batch.size();  // batch[b]'s segment is segs[first + b]
+      const bool fresh = s.keydir.size() == 0;                // no record of an earlier batch to meet
       // Each part of the records goes to its own shards of the keydir, so the
       // parts are applied in parallel; they read the segment table and the
       // hint images, which stay as they are meanwhile.
       auto apply_part = [&](std::size_t part) {
         std::vector<tally> w(segs.size());
-        tally& t = w[seg_index];
         // Every record starts out live, tombstones dead; records found older
-        // than their key's entry are moved to dead below (`lost`).
-        const auto& pt = p.part_totals[part];
-        std::uint64_t lost_n = 0, lost_b = 0;
-        std::vector<typename prepared::ref> sorted;
+        // than their key's entry are moved to dead below.
+        for (std::size_t b = 0; b < batch.size(); ++b) {
+          const auto& pt = batch[b].part_totals[part];
+          tally& t = w[first + b];
+          t.live_n += pt.records - pt.tomb_records, t.live_b += pt.bytes - pt.tomb_bytes;
+          t.dead_n += pt.tomb_records, t.dead_b += pt.tomb_bytes;
+        }
+        std::vector<typename prepared::ref> refs;
         std::vector<std::uint32_t> counts;
+        std::vector<const std::vector<typename prepared::ref>*> lists(batch.size());
         // Records applied so far, and of those, ones whose hash the keydir had.
         std::size_t applied = 0, met = 0;
         for (std::size_t k = part; k < keydir_type::shards(); k += recovery_parts) {
           // The shard's records in the order of their home slots (the hash's
           // high bits), so that the table is filled front to back, not at
           // random: a record whose key is new costs no cache miss.
+          for (std::size_t b = 0; b < batch.size(); ++b) lists[b] = &batch[b].refs[k];
           unsigned bits = 0;
-          const auto& refs = sort_by_hash(p.refs[k], sorted, counts, bits);
+          sort_by_hash<typename prepared::ref>(lists, refs, counts, bits);
           const std::size_t count = refs.size();
           // Prefetching, for a record whose key the keydir has, in stages:
           // the table slot `far` records ahead (in order, but a large table's
@@ -2576,12 +2574,14 @@ class log_store {
           auto look_mid = [&](std::size_t j) __attribute__((always_inline)) {
             hit& h = hits[j % far];
             h.index = SIZE_MAX;
-            (void)s.keydir.find(refs[j].hash, [&](location l) {
-              h.index = index_of(l.segment);
-              h.offset = l.offset;
-              return true;
-            });
-            // A key written twice in this segment: its other record is a few
+            // (The first batch meets only its own records: no probe.)
+            if (!fresh)
+              (void)s.keydir.find(refs[j].hash, [&](location l) {
+                h.index = index_of(l.segment);
+                h.offset = l.offset;
+                return true;
+              });
+            // A key written twice in this batch: its other record is a few
             // places before it, in its bucket of the order (sort_by_hash()),
             // and not yet in the keydir. (At most 8 places back: a hasher
             // that puts many keys in one bucket costs no more.)
@@ -2589,14 +2589,14 @@ class log_store {
             for (std::size_t b = 1; h.index == SIZE_MAX && b <= std::min<std::size_t>(j, 8); ++b) {
               const auto& o = refs[j - b];
               if (bits && o.hash >> (64 - bits) != bucket) break;
-              if (o.hash == refs[j].hash) h.index = seg_index, h.offset = o.where;
+              if (o.hash == refs[j].hash) h.index = first + o.seg, h.offset = o.where;
             }
-            if (h.index != SIZE_MAX) prefetch_start(h.index, h.offset), prefetch_start(seg_index, refs[j].where);
+            if (h.index != SIZE_MAX) prefetch_start(h.index, h.offset), prefetch_start(first + refs[j].seg, refs[j].where);
           };
           auto look_near = [&](std::size_t j) __attribute__((always_inline)) {
             // (An entry replaced since look_mid() only makes a prefetch useless.)
             if (const hit& h = hits[j % far]; h.index != SIZE_MAX)
-              prefetch_entry(h.index, h.offset), prefetch_entry(seg_index, refs[j].where);
+              prefetch_entry(h.index, h.offset), prefetch_entry(first + refs[j].seg, refs[j].where);
           };
           // Looking a record up ahead costs a probe of the table for every
           // record, worth it only where keys meet often: in a segment whose
@@ -2614,17 +2614,18 @@ class log_store {
             if (j + mid < look) look_mid(j + mid);
             if (j + near < look) look_near(j + near);
             const auto& x = refs[j];
+            const std::size_t xi = first + x.seg;
             const bool tomb = (x.flags & format::tombstone) != 0;
             std::size_t old_index = SIZE_MAX;
             hint_entry o, r;
             bool have_r = false;
             const auto old = s.keydir.upsert(
-                x.hash, location{p.id, x.where, tomb},
+                x.hash, location{batch[x.seg].id, x.where, tomb},
                 [&](location l) {
                   old_index = index_of(l.segment);
                   if (old_index == SIZE_MAX) return false;
                   o = indexed_at(old_index, l.offset);
-                  if (!have_r) r = indexed_at(seg_index, x.where), have_r = true;
+                  if (!have_r) r = indexed_at(xi, x.where), have_r = true;
                   return same_bytes(o.key, r.key);
                 },
                 [&](location) { return r.seq > o.seq; });
@@ -2636,21 +2637,21 @@ class log_store {
                 --ot.live_n, ot.live_b -= o.size, ++ot.dead_n, ot.dead_b += o.size;
               }
             } else if (!tomb) {
-              ++lost_n, lost_b += r.size;
+              tally& xt = w[xi];
+              --xt.live_n, xt.live_b -= r.size, ++xt.dead_n, xt.dead_b += r.size;
             }
           }
         }
-        t.live_n += pt.records - pt.tomb_records - lost_n;
-        t.live_b += pt.bytes - pt.tomb_bytes - lost_b;
-        t.dead_n += pt.tomb_records + lost_n;
-        t.dead_b += pt.tomb_bytes + lost_b;
         return w;
       };
       std::vector<tally> parts[recovery_parts];
       {
         std::future<std::vector<tally>> others[recovery_parts - 1];
-        for (std::size_t k = 1; k < recovery_parts; ++k)
-          if (p.part_totals[k].records > 0) others[k - 1] = std::async(policy, apply_part, k);
+        for (std::size_t k = 1; k < recovery_parts; ++k) {
+          bool any = false;
+          for (const prepared& q : batch) any = any || q.part_totals[k].records > 0;
+          if (any) others[k - 1] = std::async(policy, apply_part, k);
+        }
         parts[0] = apply_part(0);
         for (std::size_t k = 1; k < recovery_parts; ++k)
           if (others[k - 1].valid()) parts[k] = others[k - 1].get();
@@ -2663,36 +2664,85 @@ class log_store {
           if (t.dead_n | t.dead_b) c.dead_records.fetch_add(t.dead_n), c.dead_bytes.fetch_add(t.dead_b);
         }
       }
-      for (const auto& pt : p.part_totals) any_tombstone = any_tombstone || pt.tomb_records > 0;
-      if (n > 0) {
-        seg->counters().note_seq(p.min_seq);
-        seg->counters().note_seq(p.max_seq);
-        max_seq = std::max(max_seq, p.max_seq);
+      for (prepared& q : batch) {
+        const std::size_t i = index_of(q.id);
+        const auto seg = segs[i];
+        std::size_t n = 0;
+        for (const auto& r : q.refs) n += r.size();
+        for (const auto& pt : q.part_totals) any_tombstone = any_tombstone || pt.tomb_records > 0;
+        if (n > 0) {
+          seg->counters().note_seq(q.min_seq);
+          seg->counters().note_seq(q.max_seq);
+          max_seq = std::max(max_seq, q.max_seq);
+        }
+        seg->set_end(q.end);
+        if (q.newest && rw && q.end == format::file_header_size) {
+          // No records: rather than keep an empty sealed segment, rewrite it as
+          // the new active segment (see reuse_id).
+          const auto at = static_cast<std::ptrdiff_t>(i);
+          segs.erase(segs.begin() + at);
+          hints.erase(hints.begin() + at);
+          dirs.erase(dirs.begin() + at);
+          s.reuse_id = q.id;
+          continue;
+        }
+        if (q.newest && rw && q.end != q.size) {
+          // Cut the tail, make the cut durable, and map the segment at its new size.
+          std::error_code e;
+          auto wf = s.io.open(q.path, open_mode::read_write, e);
+          if (!e) wf.truncate(q.end, e);
+          if (!e) wf.sync(e);
+          if (e) return detail::set_error(ec, site, e, q.path, q.end), false;
+          auto sealed = open_sealed(s, q.id, q.path, q.end, ec, site);
+          if (!sealed) return false;
+          sealed->counters().copy_from(seg->counters());
+          segs[i] = sealed;
+        }
       }
-      seg->set_end(p.end);
-      if (p.newest && rw && p.end == format::file_header_size) {
-        // No records: rather than keep an empty sealed segment, rewrite it as
-        // the new active segment (see reuse_id).
-        segs.pop_back();
-        hints.pop_back();
-        dirs.pop_back();
-        seg.reset();
-        p.seg.reset();
-        s.reuse_id = p.id;
+      batch.clear();  // (and with it the last references to a segment rewritten as the active one)
+      batch_refs = 0;
+      return true;
+    };
+    for (std::size_t idx = 0; idx < ids.size(); ++idx) {
+      prepared p = ahead.front().get();
+      ahead.pop_front();
+      launch();
+      unsketched_total -= unsketched[idx];
+      for (const auto& ev : p.events) report(s, ev.what, ev.file, ev.offset, ev.bytes, ev.detail);
+      if (p.ec) {
+        if (parallel)  // (a deferred one never runs)
+          for (auto& f : ahead) f.wait();
+        detail::set_error(ec, site, p.ec, p.path, p.err_off);
+        return false;
+      }
+      if (p.partial) {
+        // Rewritten as the new active segment (see reuse_id), never removed.
+        if (rw) s.reuse_id = p.id;
         continue;
       }
-      if (p.newest && rw && p.end != p.size) {
-        // Cut the tail, make the cut durable, and map the segment at its new size.
-        auto wf = s.io.open(p.path, open_mode::read_write, e);
-        if (!e) wf.truncate(p.end, e);
-        if (!e) wf.sync(e);
-        if (e) return detail::set_error(ec, site, e, p.path, p.end), false;
-        auto sealed = open_sealed(s, p.id, p.path, p.end, ec, site);
-        if (!sealed) return false;
-        sealed->counters().copy_from(seg->counters());
-        segs.back() = sealed;
+      s.torn_bytes += p.torn_bytes;
+      s.skipped_records += p.skipped;
+      if (p.skipped > 0 && !p.from_hint) s.scanned_with_damage.push_back(p.id);
+      ++(p.from_hint ? s.segments_from_hints : s.segments_scanned);
+      if ((!p.from_hint || p.rewrite_hint) && rw && !(p.newest && p.end == format::file_header_size))
+        s.hint_queue.push_back(p.id);
+      segs.push_back(p.seg);
+      hints.push_back(std::move(p.hint));
+      dirs.push_back(std::move(p.dir));
+      std::size_t n = 0;
+      for (const auto& r : p.refs) n += r.size();
+      keys.merge(p.sketch);
+      if (!sketched[idx]) sketched_records += n;
+      if (const std::size_t want = keys_expected(keys, sketched_records, unsketched_total); want > reserved) {
+        reserved = want;
+        s.keydir.reserve(reserved);
       }
+      batch_refs += n;
+      batch.push_back(std::move(p));
+      if (batch_refs >= s.opts.recovery_batch_records || batch.size() == batch_max_segments)
+        if (!apply_batch()) return false;
     }
+    if (!batch.empty() && !apply_batch()) return false;
     // Tombstones were kept only to order records across segments: they go,
     // and a table sized for many more keys than it holds (from hints without
     // a sketch) is rebuilt smaller (see remap_shard()). Each part of the

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -113,6 +114,16 @@ struct options {
   /// opening thread alone below it, where starting threads would cost more
   /// than they save. Default 1 MiB; 0: always with threads.
   std::uint64_t parallel_recovery_bytes = std::uint64_t{1} << 20;
+
+  /// Open applies the records of consecutive segments to the keydir in
+  /// batches of about this many records (at most 65535 segments), each batch
+  /// in one pass over the keydir's tables (docs/DESIGN.md "Data flow"). A
+  /// record waits in memory as 16 bytes until its batch is applied, so this
+  /// bounds what open holds beside the keydir; fewer passes are faster where
+  /// the keydir is larger than the cache. Default 2^23 (128 MiB); a segment
+  /// whose records would pass it still joins the batch. 0 behaves as 1: a
+  /// batch per segment.
+  std::size_t recovery_batch_records = std::size_t{1} << 23;
 
   /// Period of the background flush under sync_interval. Default 1 s: a crash
   /// of the machine (not of the process) loses at most about this much.
