@@ -2599,10 +2599,10 @@ class log_store {
               prefetch_entry(h.index, h.offset), prefetch_entry(first + refs[j].seg, refs[j].where);
           };
           // Looking a record up ahead costs a probe of the table for every
-          // record, worth it only where keys meet often: in a segment whose
-          // keys are new (the first written, or one of keys written once),
-          // this thread stops once its first 1024 records have shown so (a
-          // key met after that waits for its two entries).
+          // record, worth it only where keys meet often: in a batch whose
+          // keys are new (one of keys written once), this thread stops once
+          // the batch's first 1024 records of its shards have shown so (a key
+          // met after that waits for its two entries).
           const bool ahead = applied < 1024 || met * 32 > applied;
           const std::size_t look = ahead ? count : 0;
           for (std::size_t j = 0; j < std::min(count, far); ++j) s.keydir.prefetch(refs[j].hash);
@@ -2737,7 +2737,11 @@ class log_store {
         reserved = want;
         s.keydir.reserve(reserved);
       }
-      batch_refs += n;
+      // What the segment holds while it waits, in refs: the lists' capacity
+      // (reserved from the trailer's count, at least 16 per shard) and the
+      // rest of `prepared`, so that many small segments cannot pile up.
+      for (const auto& r : p.refs) batch_refs += r.capacity();
+      batch_refs += sizeof(prepared) / sizeof(typename prepared::ref) + 1;
       batch.push_back(std::move(p));
       if (batch_refs >= s.opts.recovery_batch_records || batch.size() == batch_max_segments)
         if (!apply_batch()) return false;

@@ -116,12 +116,13 @@ struct options {
   std::uint64_t parallel_recovery_bytes = std::uint64_t{1} << 20;
 
   /// Open applies the records of consecutive segments to the keydir in
-  /// batches of about this many records (at most 65535 segments), each batch
-  /// in one pass over the keydir's tables (docs/DESIGN.md "Data flow"). A
-  /// record waits in memory as 16 bytes until its batch is applied, so this
-  /// bounds what open holds beside the keydir; fewer passes are faster where
-  /// the keydir is larger than the cache. Default 2^23 (128 MiB); a segment
-  /// whose records would pass it still joins the batch. 0 behaves as 1: a
+  /// batches, each in one pass over the keydir's tables (docs/DESIGN.md "Data
+  /// flow"). A batch closes once what its segments hold while they wait,
+  /// counted in 16-byte records (each segment's record lists as reserved,
+  /// and about 2.5 KiB besides), reaches this, or at 65535 segments; the
+  /// segment that reaches it is in the batch. So this bounds what open holds
+  /// beside the keydir; fewer passes are faster where the keydir is larger
+  /// than the cache. Default 2^23 (about 128 MiB, plus one segment's). 0: a
   /// batch per segment.
   std::size_t recovery_batch_records = std::size_t{1} << 23;
 
