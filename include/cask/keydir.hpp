@@ -92,6 +92,7 @@ class hash_keydir {
   /// cache where its 24 MB of slots cannot: a lookup of a key the store does
   /// not hold seldom touches a slot at all.
   static constexpr std::uint8_t empty_tag = 0, erased_tag = 1;
+  static_assert(sizeof(slot) == 16 && sizeof(std::atomic<std::uint8_t>) == 1, "17 bytes a slot (stats(), DESIGN.md)");
   static std::uint8_t tag_of(std::uint64_t h) noexcept {
     const auto t = static_cast<std::uint8_t>(h >> 8);
     return t < 2 ? static_cast<std::uint8_t>(t + 2) : t;
