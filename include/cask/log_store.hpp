@@ -36,6 +36,7 @@
 #include <cask/options.hpp>
 #include <cask/segment.hpp>
 #include <cask/sync.hpp>
+#include <cask/detail/task.hpp>
 
 #include <algorithm>
 #include <array>
@@ -46,7 +47,6 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
-#include <future>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -2483,16 +2483,15 @@ class log_store {
     // A small store is recovered in this thread alone: starting threads
     // would cost more than they save (and more than the whole open).
     const bool parallel = total_bytes >= s.opts.parallel_recovery_bytes;
-    const auto policy = parallel ? std::launch::async : std::launch::deferred;
     // Segments are prepared up to two ahead of the one applied: while the
     // first is prepared, this thread would otherwise leave a core idle.
-    std::deque<std::future<prepared>> ahead;
+    std::deque<detail::task<prepared>> ahead;  // (its elements never move)
     std::size_t launched = 0;
     auto launch = [&] {
       if (launched < ids.size()) {
-        ahead.push_back(std::async(policy, [&s, id = ids[launched], newest = ids[launched] == last_active] {
+        ahead.emplace_back(parallel, [&s, id = ids[launched], newest = ids[launched] == last_active] {
           return prepare(s, id, newest);
-        }));
+        });
         ++launched;
       }
     };
@@ -2646,15 +2645,15 @@ class log_store {
       };
       std::vector<tally> parts[recovery_parts];
       {
-        std::future<std::vector<tally>> others[recovery_parts - 1];
+        std::optional<detail::task<std::vector<tally>>> others[recovery_parts - 1];
         for (std::size_t k = 1; k < recovery_parts; ++k) {
           bool any = false;
           for (const prepared& q : batch) any = any || q.part_totals[k].records > 0;
-          if (any) others[k - 1] = std::async(policy, apply_part, k);
+          if (any) others[k - 1].emplace(parallel, [&apply_part, k] { return apply_part(k); });
         }
         parts[0] = apply_part(0);
         for (std::size_t k = 1; k < recovery_parts; ++k)
-          if (others[k - 1].valid()) parts[k] = others[k - 1].get();
+          if (others[k - 1]) parts[k] = others[k - 1]->get();
       }
       for (const auto& w : parts) {
         for (std::size_t i = 0; i < w.size(); ++i) {
@@ -2710,8 +2709,7 @@ class log_store {
       unsketched_total -= unsketched[idx];
       for (const auto& ev : p.events) report(s, ev.what, ev.file, ev.offset, ev.bytes, ev.detail);
       if (p.ec) {
-        if (parallel)  // (a deferred one never runs)
-          for (auto& f : ahead) f.wait();
+        ahead.clear();  // waits for the prepares still running (one not given a thread never runs)
         detail::set_error(ec, site, p.ec, p.path, p.err_off);
         return false;
       }
@@ -2761,10 +2759,10 @@ class log_store {
                 return l;
               });
       };
-      std::future<void> others[recovery_parts - 1];
-      for (std::size_t k = 1; k < recovery_parts; ++k) others[k - 1] = std::async(policy, remap_part, k);
+      std::optional<detail::task<void>> others[recovery_parts - 1];
+      for (std::size_t k = 1; k < recovery_parts; ++k) others[k - 1].emplace(parallel, [&remap_part, k] { remap_part(k); });
       remap_part(0);
-      for (auto& f : others) f.get();
+      for (auto& t : others) t->get();
     }
     finish_recovery(s, std::move(segs), max_seq, ids);
     return true;
