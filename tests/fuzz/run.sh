@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # tests/fuzz/run.sh - builds the fuzz targets with clang, libFuzzer, ASan and
-# UBSan, and fuzzes each for a while, starting from its seed corpus.
+# UBSan, and fuzzes them side by side (one process per target, all at once)
+# for a while, each starting from its seed corpus.
 #
-#   tests/fuzz/run.sh [seconds per target, default 60] [target ...]
+#   tests/fuzz/run.sh [seconds, default 60] [target ...]
 #
 # Targets: record, hint, recovery (all by default). Output goes to
 # $CASK_FUZZ_OUT (default build-fuzz/ at the repository root): the binaries,
@@ -39,18 +40,31 @@ declare -A max_len=([record]=8192 [hint]=8192 [recovery]=32768)
 
 failed=0
 summary=()
+# The targets are built, then fuzzed, side by side (one process each): on a
+# machine with fewer cores than targets each gets a share of the time.
+declare -A built=()
 for t in "${targets[@]}"; do
   src="$here/fuzz_$t.cpp"
-  [ -f "$src" ] || { echo "fuzz: no target $t" >&2; failed=1; continue; }
+  [ -f "$src" ] || { echo "fuzz: no target $t" >&2; failed=1; summary+=("$t: no such target"); continue; }
   echo "== fuzz_$t: building"
-  if ! "$cxx" "${flags[@]}" "$src" -o "$out/fuzz_$t" 2>"$out/fuzz_$t.build.log"; then
+  "$cxx" "${flags[@]}" "$src" -o "$out/fuzz_$t" 2>"$out/fuzz_$t.build.log" &
+  built[$t]=$!
+done
+declare -A fuzzing=()
+for t in "${!built[@]}"; do
+  if ! wait "${built[$t]}"; then
     tail -n 30 "$out/fuzz_$t.build.log"; failed=1; summary+=("$t: build failed"); continue
   fi
   mkdir -p "$out/corpus/$t" "$out/crashes/$t"
   echo "== fuzz_$t: fuzzing for ${seconds}s"
   "$out/fuzz_$t" -max_total_time="$seconds" -max_len="${max_len[$t]:-8192}" -timeout=60 -rss_limit_mb=4096 \
     -print_final_stats=1 -artifact_prefix="$out/crashes/$t/" "$out/corpus/$t" "$here/corpus/$t" \
-    >"$out/fuzz_$t.log" 2>&1
+    >"$out/fuzz_$t.log" 2>&1 &
+  fuzzing[$t]=$!
+done
+for t in "${targets[@]}"; do
+  [ -n "${fuzzing[$t]:-}" ] || continue
+  wait "${fuzzing[$t]}"
   rc=$?
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out/fuzz_$t.log" | tail -n 1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$out/fuzz_$t.log" | tail -n 1)
