@@ -88,7 +88,9 @@ BOOST_AUTO_TEST_CASE(tasks_in_a_deque_keep_their_place_as_recovery_uses_them) {
   std::vector<int> got;
   int next = 0;
   auto launch = [&] {
-    if (next < 50) ahead.emplace_back(next % 2 == 0, [k = next++] { return k * k; });
+    if (next == 50) return;
+    const int k = next++;
+    ahead.emplace_back(k % 2 == 0, [k] { return k * k; });
   };
   launch();
   launch();
