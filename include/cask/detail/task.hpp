@@ -42,9 +42,6 @@ class job {
     fn_ = fn, arg_ = arg;
     if (on_thread) thread_ = std::thread([this] { run(); });
   }
-  /// Whether start() was called.
-  bool started() const noexcept { return fn_ != nullptr; }
-
   /// Waits for the function (running it here if it had no thread), then
   /// rethrows what it threw. Once per start().
   void wait() {
