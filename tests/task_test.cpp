@@ -8,9 +8,9 @@
 #include <cask/detail/task.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <memory>
-#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>

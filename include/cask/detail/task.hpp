@@ -5,7 +5,7 @@
 // Why not std::async: its machinery (the shared state, the future, the
 // invoker and their shared_ptr) is instantiated for every callable, and the
 // engine's callables are lambdas of member functions of log_store, so every
-// store type instantiated it again: in a test of six store types, a sixth of
+// store type instantiated it again: in a test of six store types, a fifth of
 // the compile time. Here the thread and the exception handling live in job,
 // which is not a template; task<T> adds only a std::function and the result.
 //
@@ -95,8 +95,9 @@ class task {
       t.result_.emplace(t.call_());
   }
 
+  struct no_result {};
   std::function<T()> call_;
-  std::optional<std::conditional_t<std::is_void_v<T>, bool, T>> result_;
+  [[no_unique_address]] std::conditional_t<std::is_void_v<T>, no_result, std::optional<T>> result_;
   job job_;  // last, so destroyed (its thread joined) before what the thread uses
 };
 
