@@ -2033,6 +2033,14 @@ class log_store {
     std::size_t buckets = 0;
     unsigned shift = 0;
     std::uint64_t min_seq = 0;  // the hint's base for sequence numbers
+    /// The bytes a compare reads from the start of an entry (or, in a
+    /// scanned segment, of a record: its header and key), on average, at
+    /// most 64: the span recovery prefetches, one or two cache lines.
+    std::uint32_t span = 64;
+    /// `span` for `bytes` bytes of `count` entries (or record headers and keys).
+    void set_span(std::uint64_t bytes, std::uint64_t count) noexcept {
+      span = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(bytes / std::max<std::uint64_t>(count, 1), 1, 64));
+    }
 
     /// Buckets for a segment of `bytes` bytes holding about `records` records.
     void size_for(std::uint64_t bytes, std::uint64_t records) {
@@ -2097,10 +2105,12 @@ class log_store {
     std::uint64_t size = 0;  // file size
     std::uint64_t end = 0;   // end of the valid data
     /// One record, as the keydir needs it: its key's hash, its offset in
-    /// the segment, and its flags (in what would be padding).
+    /// the segment, and its flags; and, for comparing it with another
+    /// record of its key without a search, where it is described.
     struct ref {
       std::uint64_t hash;   ///< of the record's key
       std::uint32_t where;  ///< the record's offset
+      std::uint32_t entry;  ///< the offset of its hint entry in the hint file; in a scanned segment, `where`
       std::uint8_t flags;   ///< the record's
       std::uint16_t seg;    ///< while applied: the index of its segment in its batch (sort_by_hash())
     };
@@ -2117,9 +2127,10 @@ class log_store {
       std::uint64_t tomb_bytes = 0;    ///< and their bytes
     } part_totals[recovery_parts];
     std::uint64_t min_seq = ~std::uint64_t{0}, max_seq = 0;  // of the records
-    void add(std::uint64_t h, std::uint32_t where, std::uint8_t flags, std::uint64_t size, std::uint64_t seq) {
+    void add(std::uint64_t h, std::uint32_t where, std::uint32_t entry, std::uint8_t flags, std::uint64_t size,
+             std::uint64_t seq) {
       const std::size_t k = keydir_type::shard_index(h);
-      refs[k].push_back({h, where, flags, 0});
+      refs[k].push_back({h, where, entry, flags, 0});
       sketch.add(h);
       totals& t = part_totals[k % recovery_parts];
       ++t.records, t.bytes += size;
@@ -2235,14 +2246,16 @@ class log_store {
       const bool valid =
           image.size() <= UINT32_MAX &&
           validate_hint<checksum_type>(image, id, s.codec_id, size, hs_sum, [&](const hint_entry& he, std::size_t at) {
-            p.add(Hasher{}(he.key), he.offset, he.flags, he.size, he.seq);
+            p.add(Hasher{}(he.key), he.offset, static_cast<std::uint32_t>(at), he.flags, he.size, he.seq);
             p.dir.add(he.offset, static_cast<std::uint32_t>(at));
           });
       if (valid) {
         p.from_hint = true;
         // (The entries end where the sketch, if any, and the trailer begin.)
-        p.dir.finish(static_cast<std::uint32_t>(image.size() - hint_format::trailer_size -
-                                                (hs_sum.has_sketch ? hint_format::sketch_size : 0)));
+        const std::size_t entries_end =
+            image.size() - hint_format::trailer_size - (hs_sum.has_sketch ? hint_format::sketch_size : 0);
+        p.dir.finish(static_cast<std::uint32_t>(entries_end));
+        p.dir.set_span(entries_end - format::file_header_size, hs_sum.records);
         p.dir.min_seq = hs_sum.min_seq;
         p.end = size;
         // The sketch should be its entries' under this store's hasher
@@ -2276,11 +2289,14 @@ class log_store {
                           why + "; scanning what is there"});
     }
 
-    std::uint64_t last_seq = 0;
+    std::uint64_t last_seq = 0, records = 0, key_bytes = 0;
     auto add = [&](const format::record_view& rv, std::uint64_t off) {
-      p.add(Hasher{}(rv.key), static_cast<std::uint32_t>(off), rv.flags, rv.size, rv.seq);
+      p.add(Hasher{}(rv.key), static_cast<std::uint32_t>(off), static_cast<std::uint32_t>(off), rv.flags, rv.size,
+            rv.seq);
       last_seq = std::max(last_seq, rv.seq);
+      ++records, key_bytes += rv.key.size();
     };
+
     std::uint64_t start = format::file_header_size;
     for (;;) {
       const scan_result r = scan_records<checksum_type>(data, size, start, add, zero_from);
@@ -2321,6 +2337,7 @@ class log_store {
       }
       start = resume;
     }
+    p.dir.set_span(records * format::record_header_size + key_bytes, records);
     return p;
   }
 
@@ -2384,14 +2401,28 @@ class log_store {
       const std::byte* h = hints[i].data();
       return h ? dirs[i].start(h, where) : segs[i]->data() + where;
     };
-    /// A record as recovery compares it: its hint entry or, in a scanned
-    /// segment, what its header (checked by the scan) says.
-    auto indexed_at = [&](std::size_t i, std::uint32_t where) {
-      if (const std::byte* h = hints[i].data()) return dirs[i].entry(h, where);
+    /// A record of a scanned segment as recovery compares it: what its
+    /// header (checked by the scan) says.
+    auto record_at = [&](std::size_t i, std::uint32_t where) {
       const std::byte* e = segs[i]->data() + where;
       format::record_view o;
       (void)format::parse_record_header(e, static_cast<std::size_t>(segs[i]->capacity() - where), o);
       return hint_entry{o.seq, where, o.size, o.flags, o.key};
+    };
+    /// A record as recovery compares it, from where it lies: its hint entry
+    /// (found through the directory) or, in a scanned segment, the record.
+    auto indexed_at = [&](std::size_t i, std::uint32_t where) {
+      if (const std::byte* h = hints[i].data()) return dirs[i].entry(h, where);
+      return record_at(i, where);
+    };
+    /// The same, from a ref's `entry` (no search).
+    auto entry_at = [&](std::size_t i, std::uint32_t entry) {
+      if (const std::byte* h = hints[i].data()) {
+        hint_entry e;
+        (void)decode_hint_entry(h + entry, dirs[i].min_seq, e);
+        return e;
+      }
+      return record_at(i, entry);
     };
     /// The count changes one applying thread makes to one segment; a thread
     /// keeps one per segment so far, added to their atomic counters after
@@ -2542,37 +2573,43 @@ class log_store {
           const std::size_t count = refs.size();
           // Prefetching, for a record whose key the keydir has, in stages:
           // the table slot `far` records ahead (in order, but a large table's
-          // slots lie far apart); `mid` ahead, the directory words that say
-          // where the hint entries of the record and of the entry it may
-          // replace are (or, in a scanned segment, the record); and `near`
-          // ahead, those entries, two cache lines each (a hint entry of a
-          // 16-byte key is 27 bytes, its key at the end, so it crosses a line
-          // more often than not; a record's header and key are 37 bytes).
+          // slots lie far apart); `mid` ahead, the record's own hint entry
+          // (its ref says where; in a scanned segment, the record) and,
+          // for the entry it may replace, the directory word that says where
+          // that entry is, or the entry itself if the other record is in
+          // this batch (its ref is a few places back); and `near` ahead, an
+          // entry found through the directory. Two cache lines an entry (a
+          // hint entry of a 16-byte key is 27 bytes, its key at the end, so
+          // it crosses a line more often than not; a record's header and key
+          // are 37 bytes).
           constexpr std::size_t near = 16, mid = 36, far = 64;
           static_assert(near < mid && mid < far);
+          static constexpr std::uint32_t no_entry = UINT32_MAX;
           struct hit {
             std::size_t index = SIZE_MAX;  // of the entry's segment, SIZE_MAX for none
             std::uint32_t offset = 0;
+            std::uint32_t entry = no_entry;  // the other record's ref's `entry`, if in this batch
           };
-          hit hits[far];  // by record modulo far, from `mid` to `near` ahead
+          hit hits[far];  // by record modulo far, from `mid` ahead to the record itself
           // (Inlined: GCC takes a function that only prefetches for one with
           // no effect, and drops the calls.)
+          auto prefetch_at = [&](std::size_t i, std::uint32_t entry) __attribute__((always_inline)) {
+            const std::byte* e = hints[i].data() ? hints[i].data() + entry : segs[i]->data() + entry;
+            __builtin_prefetch(e);
+            __builtin_prefetch(e + dirs[i].span - 1);
+          };
           auto prefetch_start = [&](std::size_t i, std::uint32_t where) __attribute__((always_inline)) {
             if (hints[i].data()) {
               __builtin_prefetch(dirs[i].word(where));
             } else {
               __builtin_prefetch(segs[i]->data() + where);
-              __builtin_prefetch(segs[i]->data() + where + 32);
+              __builtin_prefetch(segs[i]->data() + where + dirs[i].span - 1);
             }
-          };
-          auto prefetch_entry = [&](std::size_t i, std::uint32_t where) __attribute__((always_inline)) {
-            const std::byte* e = bytes_at(i, where);
-            __builtin_prefetch(e);
-            __builtin_prefetch(e + 32);
           };
           auto look_mid = [&](std::size_t j) __attribute__((always_inline)) {
             hit& h = hits[j % far];
             h.index = SIZE_MAX;
+            h.entry = no_entry;
             // (The first batch meets only its own records: no probe.)
             if (!fresh)
               (void)s.keydir.find(refs[j].hash, [&](location l) {
@@ -2588,14 +2625,20 @@ class log_store {
             for (std::size_t b = 1; h.index == SIZE_MAX && b <= std::min<std::size_t>(j, 8); ++b) {
               const auto& o = refs[j - b];
               if (bits && o.hash >> (64 - bits) != bucket) break;
-              if (o.hash == refs[j].hash) h.index = first + o.seg, h.offset = o.where;
+              if (o.hash == refs[j].hash) h.index = first + o.seg, h.offset = o.where, h.entry = o.entry;
             }
-            if (h.index != SIZE_MAX) prefetch_start(h.index, h.offset), prefetch_start(first + refs[j].seg, refs[j].where);
+            if (h.index == SIZE_MAX) return;
+            prefetch_at(first + refs[j].seg, refs[j].entry);
+            if (h.entry != no_entry) prefetch_at(h.index, h.entry);
+            else prefetch_start(h.index, h.offset);
           };
           auto look_near = [&](std::size_t j) __attribute__((always_inline)) {
             // (An entry replaced since look_mid() only makes a prefetch useless.)
-            if (const hit& h = hits[j % far]; h.index != SIZE_MAX)
-              prefetch_entry(h.index, h.offset), prefetch_entry(first + refs[j].seg, refs[j].where);
+            if (const hit& h = hits[j % far]; h.index != SIZE_MAX && h.entry == no_entry) {
+              const std::byte* e = bytes_at(h.index, h.offset);
+              __builtin_prefetch(e);
+              __builtin_prefetch(e + dirs[h.index].span - 1);
+            }
           };
           // Looking a record up ahead costs a probe of the table for every
           // record, worth it only where keys meet often: in a batch whose
@@ -2615,6 +2658,10 @@ class log_store {
             const auto& x = refs[j];
             const std::size_t xi = first + x.seg;
             const bool tomb = (x.flags & format::tombstone) != 0;
+            // The other record look_mid() found, if it is in this batch:
+            // its entry is known. (Without look-ahead, none is.)
+            const hit none;
+            const hit& seen = j < look ? hits[j % far] : none;
             std::size_t old_index = SIZE_MAX;
             hint_entry o, r;
             bool have_r = false;
@@ -2623,8 +2670,10 @@ class log_store {
                 [&](location l) {
                   old_index = index_of(l.segment);
                   if (old_index == SIZE_MAX) return false;
-                  o = indexed_at(old_index, l.offset);
-                  if (!have_r) r = indexed_at(xi, x.where), have_r = true;
+                  o = seen.entry != no_entry && seen.index == old_index && seen.offset == l.offset
+                          ? entry_at(old_index, seen.entry)
+                          : indexed_at(old_index, l.offset);
+                  if (!have_r) r = entry_at(xi, x.entry), have_r = true;
                   return same_bytes(o.key, r.key);
                 },
                 [&](location) { return r.seq > o.seq; });
