@@ -66,8 +66,11 @@ struct raw_entry {
   std::uint8_t flags = 0;
   std::uint64_t key_len = 0, value_len = 0, seq_delta = 0, offset = 0;
   std::string key;
-  int wider = -1;          // which field (0..3) to write one byte wider than needed
-  std::uint8_t extra0 = 0, extra1 = 0;  // bits or'ed into the descriptor bytes
+  // Version 4: what the record replaced (descriptor byte 0, bit 7; then byte 2 and three fields).
+  bool replaces = false;
+  std::uint64_t rseg = 0, roff = 0, rsize = 0;
+  int wider = -1;          // which field (0..3, or 4..6 of what it replaced) to write one byte wider than needed
+  std::uint8_t extra0 = 0, extra1 = 0, extra2 = 0;  // bits or'ed into the descriptor bytes
 };
 struct raw_hint {
   std::vector<char> header;  // 32 bytes
@@ -124,6 +127,14 @@ raw_hint decode(const std::vector<char>& b) {
     e.value_len = le(b, at, vb), at += static_cast<std::size_t>(vb);
     e.seq_delta = le(b, at, sb), at += static_cast<std::size_t>(sb);
     e.offset = le(b, at, ob), at += static_cast<std::size_t>(ob);
+    if (d0 & 0x80) {
+      e.replaces = true;
+      const auto d2 = static_cast<std::uint8_t>(b.at(at++));
+      const int rs = (d2 & 3) + 1, ro = ((d2 >> 2) & 3) + 1, rz = ((d2 >> 4) & 3) + 1;
+      e.rseg = le(b, at, rs), at += static_cast<std::size_t>(rs);
+      e.roff = le(b, at, ro), at += static_cast<std::size_t>(ro);
+      e.rsize = le(b, at, rz), at += static_cast<std::size_t>(rz);
+    }
     e.key.assign(b.data() + at, e.key_len);
     at += e.key_len;
     h.entries.push_back(e);
@@ -136,14 +147,21 @@ std::vector<char> encode(const raw_hint& h) {
   auto* hp = reinterpret_cast<std::byte*>(b.data());
   cask::detail::store_u32(hp + 28, fmt::mask(cask::crc32c::compute(hp, 28)));
   for (const auto& e : h.entries) {
-    int w[4] = {width(e.key_len), width(e.value_len), width(e.seq_delta), width(e.offset)};
+    int w[7] = {width(e.key_len), width(e.value_len), width(e.seq_delta), width(e.offset),
+                width(e.rseg),    width(e.roff),      width(e.rsize)};
     if (e.wider >= 0) ++w[e.wider];
-    b.push_back(static_cast<char>(e.flags | (w[2] - 1) << 4 | e.extra0));
+    b.push_back(static_cast<char>(e.flags | (w[2] - 1) << 4 | (e.replaces ? 0x80 : 0) | e.extra0));
     b.push_back(static_cast<char>((w[0] - 1) | (w[1] - 1) << 2 | (w[3] - 1) << 4 | e.extra1));
     put_le(b, e.key_len, w[0]);
     put_le(b, e.value_len, w[1]);
     put_le(b, e.seq_delta, w[2]);
     put_le(b, e.offset, w[3]);
+    if (e.replaces) {
+      b.push_back(static_cast<char>((w[4] - 1) | (w[5] - 1) << 2 | (w[6] - 1) << 4 | e.extra2));
+      put_le(b, e.rseg, w[4]);
+      put_le(b, e.roff, w[5]);
+      put_le(b, e.rsize, w[6]);
+    }
     b.insert(b.end(), e.key.begin(), e.key.end());
   }
   b.insert(b.end(), h.sketch.begin(), h.sketch.end());
@@ -154,6 +172,12 @@ std::vector<char> encode(const raw_hint& h) {
   put_le(b, h.sketch_field, 4);
   put_le(b, fmt::mask(cask::crc32c::compute(reinterpret_cast<const std::byte*>(b.data()), b.size())), 4);
   return b;
+}
+/// `h` with no entry saying what its record replaced (only the writer knows
+/// that: a hint written from a scan says nothing of it).
+raw_hint without_replaces(raw_hint h) {
+  for (auto& e : h.entries) e.replaces = false, e.rseg = e.roff = e.rsize = 0;
+  return h;
 }
 bool validates(const std::vector<char>& b, std::uint32_t id, std::uint64_t segment_bytes) {
   cask::hint_summary sum;
@@ -175,7 +199,7 @@ BOOST_AUTO_TEST_CASE(hint_file_golden_bytes) {
   rv.seq = 1001;
   rv.flags = fmt::tombstone;
   rv.size = 23;
-  b.add(rv, 300, h);
+  b.add(rv, 300, h, {7, 32, 25});  // it replaced the first
   const auto bytes = std::move(b).finish(400);
   auto hex = [&](std::size_t from, std::size_t n) {
     std::string s;
@@ -186,12 +210,14 @@ BOOST_AUTO_TEST_CASE(hint_file_golden_bytes) {
     }
     return s;
   };
-  BOOST_TEST(bytes.size() == 32u + 8u + 9u + 512u + 40u);
-  BOOST_TEST(hex(0, 12) == "894341534b0d0a1a" "0300" "0200");  // magic, hint format version 3, kind 2: hint
-  // entries: flags | seq delta bytes - 1 << 4, then key length bytes - 1 | value length's << 2 | offset's << 4;
-  // key length, value length, seq - min seq, offset (each in as few bytes as it needs); key
+  BOOST_TEST(bytes.size() == 32u + 8u + 13u + 512u + 40u);
+  BOOST_TEST(hex(0, 12) == "894341534b0d0a1a" "0400" "0200");  // magic, hint format version 4, kind 2: hint
+  // entries: flags | seq delta bytes - 1 << 4 | replaces << 7, then key length bytes - 1 | value length's << 2 |
+  // offset's << 4; key length, value length, seq - min seq, offset (each in as few bytes as it needs); if it
+  // replaced a record, its segment id bytes - 1 | offset's << 2 | size's << 4, and the three; key
   BOOST_TEST(hex(32, 8) == "00" "00" "02" "02" "00" "20" "6b31");
-  BOOST_TEST(hex(40, 9) == "01" "10" "02" "00" "01" "2c01" "6b31");  // a tombstone; offset 300 in two bytes
+  // a tombstone; offset 300 in two bytes; it replaced segment 7's record at 32, of 25 bytes
+  BOOST_TEST(hex(40, 13) == "81" "10" "02" "00" "01" "2c01" "00" "07" "20" "19" "6b31");
   // the sketch: one key, so one register is set, register x >> 55 of x =
   // fmix64(hash("k1")), to 1 + the leading zeros of x's other 55 bits
   std::uint64_t x = h;
@@ -199,12 +225,12 @@ BOOST_AUTO_TEST_CASE(hint_file_golden_bytes) {
   const std::size_t reg = x >> 55;
   const auto rank = static_cast<unsigned>(std::countl_zero(x << 9 | 0x100) + 1);
   for (std::size_t j = 0; j < 512; ++j)
-    BOOST_TEST(std::to_integer<unsigned>(bytes[49 + j]) == (j == reg ? rank : 0u), "register " << j);
+    BOOST_TEST(std::to_integer<unsigned>(bytes[53 + j]) == (j == reg ? rank : 0u), "register " << j);
   BOOST_TEST(reg == 152u);  // default_hasher's output is pinned by hash_test.cpp
   BOOST_TEST(rank == 1u);
   // trailer: records 2 | segment bytes 400 | min seq 1000 | max seq 1001 | sketch size 512 | masked crc
-  BOOST_TEST(hex(561, 36) == "0200000000000000" "9001000000000000" "e803000000000000" "e903000000000000" "00020000");
-  BOOST_TEST(hex(597, 4) == "d525916b");
+  BOOST_TEST(hex(565, 36) == "0200000000000000" "9001000000000000" "e803000000000000" "e903000000000000" "00020000");
+  BOOST_TEST(hex(601, 4) == "c69fb5ab");
   cask::hint_summary sum;
   BOOST_TEST(cask::validate_hint<cask::crc32c>(bytes, 7, fmt::codec_id<cask::crc32c>(cask::basic_codec::name), 400, sum));
   BOOST_TEST(sum.records == 2u);
@@ -215,6 +241,8 @@ BOOST_AUTO_TEST_CASE(hint_file_golden_bytes) {
   BOOST_TEST(sum.has_sketch);
   BOOST_TEST(std::abs(sum.sketch.estimate() - 1.0) < 0.01);  // one key, written twice
   BOOST_TEST((got[1].seq == 1001u && got[1].offset == 300u && got[1].size == 23u && got[1].is_tombstone()));
+  BOOST_TEST(!got[0].replaces);
+  BOOST_TEST((got[1].replaces == cask::replaced_record{7, 32, 25}));
   // The test's own encoder, from FORMAT.md, writes the same bytes.
   std::vector<char> mine(bytes.size());
   std::memcpy(mine.data(), bytes.data(), bytes.size());
@@ -470,7 +498,7 @@ BOOST_AUTO_TEST_CASE(a_hint_that_breaks_the_entry_grammar_is_not_used) {
   BOOST_REQUIRE(good.entries.size() >= 3u);
   BOOST_REQUIRE((encode(good) == read_file(hint)));  // the model is exact
   BOOST_REQUIRE(validates(encode(good), 1, seg_size));
-  BOOST_REQUIRE(good.header[8] == 3);
+  BOOST_REQUIRE(good.header[8] == 4);
   BOOST_REQUIRE((good.sketch == sketch_of(good.entries)));  // the sketch, too
   // The entry with the highest sequence number, and one that is not the lowest.
   std::size_t top = 0;
@@ -478,6 +506,14 @@ BOOST_AUTO_TEST_CASE(a_hint_that_breaks_the_entry_grammar_is_not_used) {
     if (good.entries[i].seq_delta > good.entries[top].seq_delta) top = i;
   std::size_t put = 0;
   while (good.entries[put].flags != 0) ++put;
+  // An entry that says what its record replaced: in this segment (keys are written again in it).
+  std::size_t rep = 0;
+  while (rep < good.entries.size() && !good.entries[rep].replaces) ++rep;
+  BOOST_REQUIRE(rep < good.entries.size());
+  BOOST_REQUIRE(good.entries[rep].rseg == 1u);
+  // A put whose record replaced none, and the record before it.
+  std::size_t fresh = 1;
+  while (good.entries[fresh].replaces || good.entries[fresh].flags != 0) ++fresh;
   const std::pair<const char*, std::function<void(raw_hint&)>> cases[] = {
       {"key length wider than needed", [](raw_hint& h) { h.entries[1].wider = 0; }},
       {"value length wider than needed", [](raw_hint& h) { h.entries[1].wider = 1; }},
@@ -499,13 +535,32 @@ BOOST_AUTO_TEST_CASE(a_hint_that_breaks_the_entry_grammar_is_not_used) {
       {"a record count other than the entries'", [](raw_hint& h) { ++h.records; }},
       {"an entry cut short", [](raw_hint& h) { h.entries.back().key_len += 1; }},
       {"hint format version 1", [](raw_hint& h) { h.header[8] = 1; }},
-      {"hint format version 4", [](raw_hint& h) { h.header[8] = 4; }},
+      {"hint format version 5", [](raw_hint& h) { h.header[8] = 5; }},
+      // What a record replaced (version 4).
+      {"a replaced segment id wider than needed", [rep](raw_hint& h) { h.entries[rep].wider = 4; }},
+      {"a replaced offset wider than needed", [rep](raw_hint& h) { h.entries[rep].wider = 5; }},
+      {"a replaced size wider than needed", [rep](raw_hint& h) { h.entries[rep].wider = 6; }},
+      {"a reserved descriptor bit (byte 2)", [rep](raw_hint& h) { h.entries[rep].extra2 = 0x40; }},
+      {"a replaced record in segment 0", [rep](raw_hint& h) { h.entries[rep].rseg = 0; }},
+      {"a replaced record of a segment of a higher id", [rep](raw_hint& h) { h.entries[rep].rseg = 2; }},
+      {"a replaced record inside the header", [rep](raw_hint& h) { h.entries[rep].roff = 31; }},
+      {"a replaced record smaller than a record header", [rep](raw_hint& h) { h.entries[rep].rsize = 20; }},
+      {"a replaced record of this segment that ends after this one starts",
+       [rep](raw_hint& h) { h.entries[rep].roff = h.entries[rep].offset - h.entries[rep].rsize + 1; }},
+      {"what a record replaced, in version 3", [](raw_hint& h) { h.header[8] = 3; }},
+      {"a replaced record of this segment that is this one", [fresh](raw_hint& h) {
+         auto& e = h.entries[fresh];
+         e.replaces = true, e.rseg = 1, e.roff = e.offset, e.rsize = 21 + e.key_len + e.value_len;
+       }},
       {"a header flag (the merge flag is a segment's)", [](raw_hint& h) { h.header[24] = 1; }},
-      {"version 3 without its sketch", [](raw_hint& h) {
+      {"version 4 without its sketch", [](raw_hint& h) {
          h.sketch.clear();
          h.sketch_field = 0;
        }},
-      {"version 2 with a sketch", [](raw_hint& h) { h.header[8] = 2; }},
+      {"version 2 with a sketch", [](raw_hint& h) {
+         h = without_replaces(h);
+         h.header[8] = 2;
+       }},
       {"a sketch size other than 512", [](raw_hint& h) { h.sketch_field = 256; }},
       {"a sketch register above 56", [](raw_hint& h) { h.sketch[7] = 57; }},
       // Entries are in file order: open finds a record's entry from its offset.
@@ -531,8 +586,9 @@ BOOST_AUTO_TEST_CASE(a_hint_that_breaks_the_entry_grammar_is_not_used) {
       }
       BOOST_TEST((events.size() == 1u && events[0].what == cask::recovery_event::kind::bad_hint &&
                   events[0].file == dir / hint.filename()));
-      // The writer wrote the segment's hint again, in the current format.
-      BOOST_TEST((read_file(dir / hint.filename()) == read_file(hint)));
+      // The writer wrote the segment's hint again, in the current format,
+      // from the scan (which cannot know what a record replaced).
+      BOOST_TEST((read_file(dir / hint.filename()) == encode(without_replaces(good))));
       std::filesystem::remove_all(dir);
     }
   }
@@ -562,11 +618,27 @@ BOOST_AUTO_TEST_CASE(a_version_2_hint_is_still_read) {
   const model m = build(d.path());
   const auto seg = segment_files(d.path()).at(0);
   const auto hint = seg.parent_path() / (seg.stem().string() + ".hint");
-  raw_hint v2 = decode(read_file(hint));
+  raw_hint v2 = without_replaces(decode(read_file(hint)));
   v2.header[8] = 2;
   v2.sketch.clear();
   v2.sketch_field = 0;
   const auto bytes = encode(v2);
+  BOOST_REQUIRE(validates(bytes, 1, std::filesystem::file_size(seg)));
+  write_file(hint, bytes);
+  opens_quietly_from_hints(d.path(), m);
+  BOOST_TEST((read_file(hint) == bytes));
+}
+
+// Version 3 is version 4 with no entry saying what its record replaced:
+// such a hint is still loaded (every key met twice is compared), and left as it is.
+BOOST_AUTO_TEST_CASE(a_version_3_hint_is_still_read) {
+  temp_dir d("v3");
+  const model m = build(d.path());
+  const auto seg = segment_files(d.path()).at(0);
+  const auto hint = seg.parent_path() / (seg.stem().string() + ".hint");
+  raw_hint v3 = without_replaces(decode(read_file(hint)));
+  v3.header[8] = 3;
+  const auto bytes = encode(v3);
   BOOST_REQUIRE(validates(bytes, 1, std::filesystem::file_size(seg)));
   write_file(hint, bytes);
   opens_quietly_from_hints(d.path(), m);
@@ -967,6 +1039,79 @@ BOOST_AUTO_TEST_CASE(recovery_in_sorted_batches_builds_the_same_keydir) {
             }
           }
         }
+      }
+    }
+  }
+}
+
+// Recovery takes two records of one hash for one key without comparing their
+// keys when the newer's hint entry says it replaced the older (FORMAT.md
+// "Hint file", DESIGN.md "Recovery"). Under a hasher that gives many keys
+// one hash, records of different keys meet at every step: each is told apart
+// all the same, in batches of any size, from hints (whose entries say what
+// records replaced, across writer segments and merge outputs) as by scans.
+BOOST_AUTO_TEST_CASE(keys_of_one_hash_are_told_apart_from_hints_that_say_what_records_replaced) {
+  struct few_hashes {  // five hashes in all, in different shards and home slots
+    std::uint64_t operator()(std::span<const std::byte> b) const noexcept {
+      const auto last = b.empty() ? 0u : std::to_integer<unsigned>(b.back());
+      return 0x9e3779b97f4a7c15ull * (last % 5 + 1);
+    }
+  };
+  using store = cask::log_store<std::string, std::string, few_hashes>;
+  temp_dir d("few");
+  std::mt19937_64 g(5);
+  model m;
+  {
+    auto db = store::open(d / "ref", opts());
+    auto write = [&](int n) {
+      for (int i = 0; i < n; ++i) {
+        const std::string k = key_of(g() % 60);
+        if (g() % 8 == 0) {
+          if (db.erase(k)) m.erase(k);
+        } else {
+          const std::string v = value_of(g(), g() % 30);
+          db.put(k, v);
+          m[k] = v;
+        }
+      }
+    };
+    write(700);
+    db.merge(cask::merge_scope::all);  // outputs: records that replaced none
+    write(400);                        // records that replaced ones in the outputs
+  }
+  // The writer's hints say what records replaced.
+  std::size_t replacing = 0, entries = 0;
+  for (const auto& seg : segment_files(d / "ref")) {
+    const auto hint = seg.parent_path() / (seg.stem().string() + ".hint");
+    if (!std::filesystem::exists(hint)) continue;
+    const auto raw = decode(read_file(hint));
+    for (const auto& e : raw.entries) entries += 1, replacing += e.replaces;
+  }
+  BOOST_TEST(replacing > 100u);
+  BOOST_TEST(replacing < entries);  // (merge outputs' records replaced none)
+  auto contents_of = [](const store& db) {
+    model r;
+    db.for_each([&](const std::string& k, const std::string& v) { r[k] = v; });
+    return r;
+  };
+  std::vector<cask::segment_stats> reference;
+  for (const bool hints : {true, false}) {
+    for (const std::size_t batch : {std::size_t{1} << 23, std::size_t{0}, std::size_t{300}}) {
+      BOOST_TEST_CONTEXT((hints ? "from hints" : "by scans") << ", batches of " << batch << " records") {
+        const auto dir = d / "x";
+        std::filesystem::remove_all(dir);
+        copy_dir(d / "ref", dir);
+        if (!hints)
+          for (const auto& e : std::filesystem::directory_iterator(dir))
+            if (e.path().extension() == ".hint") std::filesystem::remove(e.path());
+        auto o = opts();
+        o.recovery_batch_records = batch;
+        auto db = store::open(dir, o);
+        BOOST_TEST(db.stats().recovered_by_scan == (hints ? 0u : live_dead(db.stats()).size()));
+        BOOST_TEST((contents_of(db) == m));
+        for (const auto& [k, v] : m) BOOST_TEST((db.get(k) == std::optional<std::string>(v)), k);
+        if (reference.empty()) reference = live_dead(db.stats());
+        else BOOST_TEST(same_segments(live_dead(db.stats()), reference));
       }
     }
   }

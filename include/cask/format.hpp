@@ -24,8 +24,8 @@ inline constexpr std::array<std::byte, 8> magic = {std::byte{0x89}, std::byte{'C
 /// The format version this library writes for segments, merge manifests and
 /// keydir snapshots. It reads versions 1..version.
 inline constexpr std::uint16_t version = 1;
-/// The format version of hint files, counted on its own (hint.hpp): 3.
-inline constexpr std::uint16_t hint_version = 3;
+/// The format version of hint files, counted on its own (hint.hpp): 4.
+inline constexpr std::uint16_t hint_version = 4;
 inline constexpr std::size_t file_header_size = 32;
 
 enum class file_kind : std::uint16_t { segment = 1, hint = 2, merge_manifest = 3, keydir_snapshot = 4 };

@@ -36,10 +36,11 @@ namespace cask {
 
 namespace hint_format {
 /// Hint files have their own format version (the file header's version
-/// field): 3, entries of variable size, then a sketch of the keys. Version 2
-/// (the same without the sketch) is read too. Version-1 hint files (fixed
-/// 21-byte entry headers) are not read: their segments are scanned and their
-/// hints written again.
+/// field): 4, entries of variable size, each of a record that replaced
+/// another record of its key saying which, then a sketch of the keys.
+/// Versions 3 (no entry says what it replaced) and 2 (nor a sketch) are read
+/// too. Version-1 hint files (fixed 21-byte entry headers) are not read:
+/// their segments are scanned and their hints written again.
 inline constexpr std::uint16_t version = format::hint_version;
 /// The oldest version read.
 inline constexpr std::uint16_t oldest_version = 2;
@@ -47,14 +48,20 @@ inline constexpr std::uint16_t oldest_version = 2;
 /// trailer, whose field at offset 32 gives its size (0 in version 2).
 inline constexpr std::size_t sketch_size = detail::key_sketch::registers;
 /// An entry: two descriptor bytes, four little-endian integers of the
-/// lengths the descriptors give, and the key (docs/FORMAT.md "Hint file").
-///   byte 0: record flags (bits 0-3), sequence delta length - 1 (bits 4-6), 0 (bit 7)
+/// lengths the descriptors give, if bit 7 of byte 0 is set a third
+/// descriptor byte and three more integers (what the record replaced), and
+/// the key (docs/FORMAT.md "Hint file").
+///   byte 0: record flags (bits 0-3), sequence delta length - 1 (bits 4-6), replaces (bit 7; version 4)
 ///   byte 1: key length's length - 1 (bits 0-1), value length's (2-3), offset's (4-5), 0 (6-7)
+///   byte 2 (if replaces): the replaced record's segment id's length - 1 (bits 0-1), its
+///   offset's (2-3), its size's (4-5), 0 (6-7)
 inline constexpr std::size_t min_entry_size = 6;
-/// The largest entry before its key: 2 + 3 (key length) + 4 + 8 + 4.
-inline constexpr std::size_t max_entry_header_size = 21;
+/// The largest entry before its key: 2 + 3 (key length) + 4 + 8 + 4, and 1 + 4 + 4 + 4.
+inline constexpr std::size_t max_entry_header_size = 34;
 inline constexpr std::size_t trailer_size = 40;  ///< records 8, bytes 8, min seq 8, max seq 8, sketch size 4, crc 4
-inline constexpr std::uint8_t flag_bits = 0x0f, reserved0 = 0x80, reserved1 = 0xc0;
+inline constexpr std::uint8_t flag_bits = 0x0f, replaces_bit = 0x80, reserved1 = 0xc0, reserved2 = 0xc0;
+/// The oldest version whose entries may say what they replaced.
+inline constexpr std::uint16_t replaces_version = 4;
 
 /// How many bytes `v` needs (1 for 0).
 constexpr unsigned bytes_for(std::uint64_t v) noexcept {
@@ -63,10 +70,10 @@ constexpr unsigned bytes_for(std::uint64_t v) noexcept {
 /// The low `n` bytes (1..8) of `v`.
 constexpr std::uint64_t low_bytes(std::uint64_t v, unsigned n) noexcept { return v & (~std::uint64_t{0} >> (64 - 8 * n)); }
 
-/// The fields of an entry as its descriptor bytes give them, decoded without
-/// a branch on the data: the field loads are independent of one another.
-/// Reads up to 8 bytes past each field's start (inside a hint file the
-/// 40-byte trailer follows every entry).
+/// The fields of an entry as its descriptor bytes give them, decoded with
+/// one branch on the data (whether it says what it replaced): the field
+/// loads are independent of one another. Reads up to 8 bytes past each
+/// field's start (inside a hint file the 40-byte trailer follows every entry).
 struct raw_fields {
   std::uint8_t flags;            ///< the record's flags (descriptor byte 0, bits 0-3)
   unsigned key_len_bytes;        ///< bytes the key length takes (1..4)
@@ -77,10 +84,14 @@ struct raw_fields {
   std::uint64_t value_len;       ///< the value length
   std::uint64_t seq_delta;       ///< the sequence number less the trailer's lowest
   std::uint64_t offset;          ///< the record's offset in the segment
+  bool replaces;                 ///< descriptor byte 0, bit 7: the fields below are present
+  std::uint8_t d2;               ///< the third descriptor byte (0 if absent)
+  unsigned rseg_bytes, roff_bytes, rsize_bytes;  ///< bytes of the three (1..4 each; 0 if absent)
+  std::uint64_t rseg, roff, rsize;  ///< the replaced record's segment id, offset and size (0 if absent)
   const std::byte* key;          ///< where the key starts
 };
 /// Decodes the descriptor bytes and fields of the entry at `p` (unchecked; see raw_fields).
-inline raw_fields decode_fields(const std::byte* p) noexcept {
+[[gnu::always_inline]] inline raw_fields decode_fields(const std::byte* p) noexcept {
   raw_fields f;
   const auto d0 = std::to_integer<std::uint8_t>(p[0]), d1 = std::to_integer<std::uint8_t>(p[1]);
   f.flags = d0 & flag_bits;
@@ -96,10 +107,46 @@ inline raw_fields decode_fields(const std::byte* p) noexcept {
   f.value_len = low_bytes(detail::load_u32(v), f.value_len_bytes);
   f.seq_delta = low_bytes(detail::load_u64(q), f.seq_bytes);
   f.offset = low_bytes(detail::load_u32(o), f.offset_bytes);
-  f.key = o + f.offset_bytes;
+  const std::byte* r = o + f.offset_bytes;
+  f.replaces = (d0 & replaces_bit) != 0;
+  if (!f.replaces) {
+    f.d2 = 0;
+    f.rseg_bytes = f.roff_bytes = f.rsize_bytes = 0;
+    f.rseg = f.roff = f.rsize = 0;
+    f.key = r;
+    return f;
+  }
+  f.d2 = std::to_integer<std::uint8_t>(r[0]);
+  f.rseg_bytes = (f.d2 & 3u) + 1;
+  f.roff_bytes = ((f.d2 >> 2) & 3u) + 1;
+  f.rsize_bytes = ((f.d2 >> 4) & 3u) + 1;
+  const std::byte* rs = r + 1;
+  const std::byte* ro = rs + f.rseg_bytes;
+  const std::byte* rz = ro + f.roff_bytes;
+  f.rseg = low_bytes(detail::load_u32(rs), f.rseg_bytes);
+  f.roff = low_bytes(detail::load_u32(ro), f.roff_bytes);
+  f.rsize = low_bytes(detail::load_u32(rz), f.rsize_bytes);
+  f.key = rz + f.rsize_bytes;
   return f;
 }
 }  // namespace hint_format
+
+/// The record of the same key that a record replaced when it was written
+/// (the one the keydir named, whose key the writer compared): where it was
+/// then, and its size; in the record's own segment or one of a lower id.
+/// Empty (offset 0) when the record replaced none, or the writer did not
+/// keep it. Recovery takes two records of one hash for one key when the
+/// newer names the older so, without comparing their keys (such a location
+/// never holds another record: FORMAT.md "Hint file").
+struct replaced_record {
+  std::uint32_t segment = 0;  ///< its segment's id
+  std::uint32_t offset = 0;   ///< its offset there (0: none)
+  std::uint32_t size = 0;     ///< its size in bytes
+  /// Whether there is one.
+  explicit operator bool() const noexcept { return offset != 0; }
+  /// Equal when all three fields are.
+  friend bool operator==(const replaced_record&, const replaced_record&) = default;
+};
 
 /// One entry of a hint file; `key` points into the buffer it was decoded from.
 struct hint_entry {
@@ -108,6 +155,7 @@ struct hint_entry {
   std::uint32_t size = 0;          ///< the record's size in bytes
   std::uint8_t flags = 0;          ///< the record's flags
   std::span<const std::byte> key;  ///< the encoded key
+  replaced_record replaces;        ///< what the record replaced, if its entry says (version 4)
   /// Whether the record is a tombstone.
   bool is_tombstone() const noexcept { return (flags & format::tombstone) != 0; }
 };
@@ -136,13 +184,14 @@ class hint_builder {
   hint_builder(std::uint32_t segment_id, std::uint32_t codec_id) : segment_id_(segment_id), codec_id_(codec_id) {}
 
   /// Adds the entry of record `r`, found at `offset` in the segment, whose
-  /// key hashes to `key_hash` under the store's key hasher (for the sketch).
-  /// Call in file order.
-  void add(const format::record_view& r, std::uint32_t offset, std::uint64_t key_hash) {
+  /// key hashes to `key_hash` under the store's key hasher (for the sketch),
+  /// and which replaced `replaced` when it was written (if any). Call in file order.
+  void add(const format::record_view& r, std::uint32_t offset, std::uint64_t key_hash,
+           replaced_record replaced = {}) {
     sketch_.add(key_hash);
     // Sequence numbers are stored relative to the segment's lowest, known
     // only at the end: entries wait here with theirs in full.
-    entries_.push_back({r.seq, offset, r.size, static_cast<std::uint32_t>(r.key.size()), r.flags});
+    entries_.push_back({r.seq, offset, r.size, static_cast<std::uint32_t>(r.key.size()), r.flags, replaced});
     keys_.insert(keys_.end(), r.key.begin(), r.key.end());
     min_seq_ = entries_.size() == 1 ? r.seq : std::min(min_seq_, r.seq);
     max_seq_ = std::max(max_seq_, r.seq);
@@ -166,12 +215,20 @@ class hint_builder {
       using hint_format::bytes_for;
       const std::uint64_t vlen = e.size - format::record_size(e.key_len, 0), dseq = e.seq - min_seq_;
       const unsigned kb = bytes_for(e.key_len), vb = bytes_for(vlen), sb = bytes_for(dseq), ob = bytes_for(e.offset);
-      p[0] = std::byte(static_cast<std::uint8_t>((e.flags & hint_format::flag_bits) | (sb - 1) << 4));
+      const std::uint8_t rflag = e.replaced ? hint_format::replaces_bit : 0;
+      p[0] = std::byte(static_cast<std::uint8_t>((e.flags & hint_format::flag_bits) | (sb - 1) << 4 | rflag));
       p[1] = std::byte(static_cast<std::uint8_t>((kb - 1) | (vb - 1) << 2 | (ob - 1) << 4));
       p += 2;
-      for (const auto& [v, n] : {std::pair{std::uint64_t{e.key_len}, kb}, std::pair{vlen, vb}, std::pair{dseq, sb},
-                                 std::pair{std::uint64_t{e.offset}, ob}})
+      auto put = [&p](std::uint64_t v, unsigned n) {
         for (unsigned i = 0; i < n; ++i) *p++ = std::byte(static_cast<std::uint8_t>(v >> (8 * i)));
+      };
+      put(e.key_len, kb), put(vlen, vb), put(dseq, sb), put(e.offset, ob);
+      if (e.replaced) {
+        const replaced_record& r = e.replaced;
+        const unsigned rs = bytes_for(r.segment), ro = bytes_for(r.offset), rz = bytes_for(r.size);
+        *p++ = std::byte(static_cast<std::uint8_t>((rs - 1) | (ro - 1) << 2 | (rz - 1) << 4));
+        put(r.segment, rs), put(r.offset, ro), put(r.size, rz);
+      }
       if (e.key_len > 0) std::memcpy(p, key, e.key_len);
       p += e.key_len;
       key += e.key_len;
@@ -194,6 +251,7 @@ class hint_builder {
     std::uint64_t seq;
     std::uint32_t offset, size, key_len;
     std::uint8_t flags;
+    replaced_record replaced;
   };
   std::uint32_t segment_id_, codec_id_;
   std::vector<pending> entries_;
@@ -218,6 +276,7 @@ inline const std::byte* decode_hint_entry(const std::byte* p, std::uint64_t min_
   e.offset = static_cast<std::uint32_t>(f.offset);
   e.size = static_cast<std::uint32_t>(format::record_size(f.key_len, f.value_len));
   e.key = {f.key, static_cast<std::size_t>(f.key_len)};
+  e.replaces = {static_cast<std::uint32_t>(f.rseg), static_cast<std::uint32_t>(f.roff), static_cast<std::uint32_t>(f.rsize)};
   return f.key + f.key_len;
 }
 
@@ -273,7 +332,8 @@ bool validate_hint(std::span<const std::byte> file, std::uint32_t segment_id, st
     // so decode_fields() reads inside the file; then each field must end
     // before the entries do, in its shortest form, within its limits.
     if (t - p < static_cast<std::ptrdiff_t>(hint_format::min_entry_size)) return false;
-    if ((std::to_integer<std::uint8_t>(p[0]) & hint_format::reserved0) != 0 ||
+    if (((std::to_integer<std::uint8_t>(p[0]) & hint_format::replaces_bit) != 0 &&
+         h.version < hint_format::replaces_version) ||
         (std::to_integer<std::uint8_t>(p[1]) & hint_format::reserved1) != 0)
       return false;
     const hint_format::raw_fields f = hint_format::decode_fields(p);
@@ -281,6 +341,15 @@ bool validate_hint(std::span<const std::byte> file, std::uint32_t segment_id, st
     if (f.key > t || static_cast<std::uint64_t>(t - f.key) < f.key_len) return false;
     if (bytes_for(f.key_len) != f.key_len_bytes || bytes_for(f.value_len) != f.value_len_bytes ||
         bytes_for(f.seq_delta) != f.seq_bytes || bytes_for(f.offset) != f.offset_bytes)
+      return false;
+    // What the record replaced: a record (at or after the file header, of a
+    // record's size at least) of a segment of a lower id (not 0), or of this
+    // segment, ending at or before this one starts.
+    if (f.replaces &&
+        ((f.d2 & hint_format::reserved2) != 0 || bytes_for(f.rseg) != f.rseg_bytes ||
+         bytes_for(f.roff) != f.roff_bytes || bytes_for(f.rsize) != f.rsize_bytes || f.rseg == 0 ||
+         f.rseg > segment_id || f.roff < format::file_header_size || f.rsize < format::record_header_size ||
+         (f.rseg == segment_id && f.roff + f.rsize > f.offset)))
       return false;
     if ((f.flags & ~format::known_flags) != 0 || f.key_len > format::max_key_len || f.value_len > format::max_value_len ||
         f.seq_delta > out.max_seq - out.min_seq || ((f.flags & format::tombstone) && f.value_len != 0))
@@ -292,7 +361,9 @@ bool validate_hint(std::span<const std::byte> file, std::uint32_t segment_id, st
     lo = std::min(lo, seq);
     hi = std::max(hi, seq);
     on_entry(hint_entry{seq, static_cast<std::uint32_t>(f.offset), static_cast<std::uint32_t>(rsize), f.flags,
-                        {f.key, static_cast<std::size_t>(f.key_len)}},
+                        {f.key, static_cast<std::size_t>(f.key_len)},
+                        {static_cast<std::uint32_t>(f.rseg), static_cast<std::uint32_t>(f.roff),
+                         static_cast<std::uint32_t>(f.rsize)}},
              static_cast<std::size_t>(at - begin));
     p = f.key + f.key_len;
     ++n;

@@ -466,6 +466,27 @@ class log_store {
  private:
   using table_ptr = std::shared_ptr<segment_table_type>;
 
+  /// A record of the active segment that replaced another record of its
+  /// key (the one the keydir named when it was written): its offset and
+  /// what it replaced, kept in file order for the segment's hint file, whose
+  /// entries then say so (hint.hpp replaced_record). Only a record in this
+  /// segment or one of a lower id: a new segment takes an id above every
+  /// segment's there is, so no id below an existing segment's is ever given
+  /// again (a merge output above the active segment may go, and its id come
+  /// back after a restart). At most max_replacements a segment (16 bytes
+  /// each; records past that get hint entries that say nothing, and
+  /// recovery compares their keys instead).
+  struct replacement {
+    std::uint32_t at;
+    replaced_record what;
+  };
+  static constexpr std::size_t max_replacements = std::size_t{1} << 20;
+  /// A sealed segment waiting for its hint file, and what its records replaced.
+  struct queued_hint {
+    std::uint32_t id;
+    std::vector<replacement> replaced;
+  };
+
   struct state {
     explicit state(io_type i) : io(std::move(i)) {}
     std::filesystem::path dir;
@@ -543,8 +564,11 @@ class log_store {
     std::mutex maint_mu;
     std::condition_variable maint_cv;
     bool maint_stop = false;
-    std::vector<std::uint32_t> hint_queue;  // sealed segments still without a hint file
-    std::atomic<bool> stopping{false};      // set by close(): abandon a running merge
+    std::vector<queued_hint> hint_queue;  // sealed segments still without a hint file
+    std::atomic<bool> stopping{false};    // set by close(): abandon a running merge
+    /// What the active segment's records replaced (under write_mu), for its
+    /// hint file: see replacement.
+    std::vector<replacement> replaced;
   };
 
   explicit log_store(std::unique_ptr<state> s) : s_(std::move(s)) {}
@@ -784,10 +808,12 @@ class log_store {
     const std::uint32_t sealed_id = s.active ? s.active->id() : 0;
     const bool had_records = s.active && s.tail > format::file_header_size;
     if (!seal_active(s, /*closing=*/false, ec, site)) return false;
+    std::vector<replacement> replaced = std::move(s.replaced);
+    s.replaced.clear();
     if (had_records && queue_hint) {
       // The maintenance thread writes its hint file, off the write path.
       std::lock_guard lk(s.maint_mu);
-      s.hint_queue.push_back(sealed_id);
+      s.hint_queue.push_back({sealed_id, std::move(replaced)});
       s.maint_cv.notify_all();
     }
     const std::uint64_t cap = std::max<std::uint64_t>(s.opts.max_segment_bytes, format::file_header_size + size);
@@ -1008,7 +1034,11 @@ class log_store {
       const auto old = s->keydir.upsert(Hasher{}(kb), location{seg.id(), off, false},
                                         [&](location l) { return key_at(*s, l, kb, old_seg, old_size); });
       seg.counters().add_live(size);
-      if (old) old_seg->counters().live_to_dead(old_size);
+      if (old) {
+        old_seg->counters().live_to_dead(old_size);
+        if (s->replaced.size() < max_replacements && old->segment <= seg.id())
+          s->replaced.push_back({off, {old->segment, old->offset, old_size}});
+      }
     }
     if constexpr (sync_type::every_write) sync_to(*s, seq, ec, site);
   }
@@ -1044,6 +1074,8 @@ class log_store {
       s->keydir.erase(h, [&](location l) { return l == *existing; });
       seg.counters().add_dead(size);
       if (old_seg) old_seg->counters().live_to_dead(old_size);
+      if (s->replaced.size() < max_replacements && existing->segment <= seg.id())
+        s->replaced.push_back({off, {existing->segment, existing->offset, old_size}});
     }
     if constexpr (sync_type::every_write) sync_to(*s, seq, ec, site);
     return true;
@@ -1143,12 +1175,12 @@ class log_store {
         const std::uint32_t id = s->active->id();
         const bool had_records = s->tail > format::file_header_size;
         sealed = seal_active(*s, /*closing=*/true, ec, site);
-        if (sealed && had_records) s->hint_queue.push_back(id);
+        if (sealed && had_records) s->hint_queue.push_back({id, std::move(s->replaced)});
       }
       // Hint files for every sealed segment that lacks one, so a clean restart scans nothing.
       // A hint that cannot be written costs only a scan at the next open.
-      for (const std::uint32_t id : s->hint_queue)
-        if (auto seg = s->segtab_owner->find_shared(id)) write_hint(*s, *seg);
+      for (const queued_hint& q : s->hint_queue)
+        if (auto seg = s->segtab_owner->find_shared(q.id)) write_hint(*s, *seg, q.replaced);
       s->hint_queue.clear();
       // And the keydir itself, so that it need not be rebuilt at all. Not
       // after damage was skipped at open: the next open scans and reports it again.
@@ -1172,12 +1204,16 @@ class log_store {
 
   /// Writes the hint file of a sealed segment (scanning it, so every entry
   /// comes from a record whose checksum was verified). Returns success.
-  static bool write_hint(state& s, const segment_type& seg) {
+  static bool write_hint(state& s, const segment_type& seg, std::span<const replacement> replaced = {}) {
     hint_builder<checksum_type> b(seg.id(), s.codec_id);
     const std::uint64_t end = seg.end();
+    std::size_t next = 0;  // in `replaced`, in file order as the records
     const scan_result r = scan_records<checksum_type>(
-        seg.data(), end, format::file_header_size,
-        [&](const format::record_view& rv, std::uint64_t off) { b.add(rv, static_cast<std::uint32_t>(off), Hasher{}(rv.key)); });
+        seg.data(), end, format::file_header_size, [&](const format::record_view& rv, std::uint64_t off) {
+          while (next < replaced.size() && replaced[next].at < off) ++next;
+          const bool known = next < replaced.size() && replaced[next].at == off;
+          b.add(rv, static_cast<std::uint32_t>(off), Hasher{}(rv.key), known ? replaced[next].what : replaced_record{});
+        });
     if (r.valid_end != end) return false;  // damage: let recovery scan and report it
     const auto bytes = std::move(b).finish(end);
     std::error_code e;
@@ -1409,7 +1445,7 @@ class log_store {
   /// background merges when the policy says so.
   static void maintenance(state& s) {
     for (;;) {
-      std::vector<std::uint32_t> todo;
+      std::vector<queued_hint> todo;
       {
         std::unique_lock lk(s.maint_mu);
         s.maint_cv.wait_for(lk, s.opts.merge.check_interval, [&] { return s.maint_stop || !s.hint_queue.empty(); });
@@ -1420,15 +1456,16 @@ class log_store {
         std::shared_ptr<segment_type> seg;
         {
           std::lock_guard wl(s.write_mu);
-          seg = s.segtab_owner->find_shared(todo[i]);
+          seg = s.segtab_owner->find_shared(todo[i].id);
         }
         if (s.stopping.load()) {
           // close() writes what is left.
           std::lock_guard lk(s.maint_mu);
-          s.hint_queue.insert(s.hint_queue.end(), todo.begin() + static_cast<long>(i), todo.end());
+          s.hint_queue.insert(s.hint_queue.end(), std::make_move_iterator(todo.begin() + static_cast<long>(i)),
+                              std::make_move_iterator(todo.end()));
           return;
         }
-        if (seg && !seg->writable()) write_hint(s, *seg);
+        if (seg && !seg->writable()) write_hint(s, *seg, todo[i].replaced);
       }
       if (s.opts.merge.background && !s.stopping.load() && !s.failed.load()) {
         std::error_code ignored;  // a failed background merge changes nothing; merge() reports errors
@@ -2105,15 +2142,20 @@ class log_store {
     std::uint64_t size = 0;  // file size
     std::uint64_t end = 0;   // end of the valid data
     /// One record, as the keydir needs it: its key's hash, its offset in
-    /// the segment, and its flags; and, for comparing it with another
-    /// record of its key without a search, where it is described.
+    /// the segment, and its flags; for comparing it with another record of
+    /// its key without a search, where it is described; and what it
+    /// replaced when written, if its hint entry says (hint.hpp
+    /// replaced_record), which spares the comparison.
     struct ref {
-      std::uint64_t hash;   ///< of the record's key
-      std::uint32_t where;  ///< the record's offset
-      std::uint32_t entry;  ///< the offset of its hint entry in the hint file; in a scanned segment, `where`
-      std::uint8_t flags;   ///< the record's
-      std::uint16_t seg;    ///< while applied: the index of its segment in its batch (sort_by_hash())
+      std::uint64_t hash;           ///< of the record's key
+      std::uint64_t replaced;       ///< location{segment, offset}.pack() of the record it replaced; 0 for none
+      std::uint32_t where;          ///< the record's offset
+      std::uint32_t entry;          ///< the offset of its hint entry in the hint file; in a scanned segment, `where`
+      std::uint32_t replaced_size;  ///< the size of the record it replaced
+      std::uint8_t flags;           ///< the record's
+      std::uint16_t seg;            ///< while applied: the index of its segment in its batch (sort_by_hash())
     };
+    static_assert(sizeof(ref) == 32);
     /// The records in file order, by keydir shard: refs[k] holds those of shard k.
     std::vector<ref> refs[keydir_type::shards()];
     /// The records' count and bytes, and of those the tombstones', by part
@@ -2128,9 +2170,10 @@ class log_store {
     } part_totals[recovery_parts];
     std::uint64_t min_seq = ~std::uint64_t{0}, max_seq = 0;  // of the records
     void add(std::uint64_t h, std::uint32_t where, std::uint32_t entry, std::uint8_t flags, std::uint64_t size,
-             std::uint64_t seq) {
+             std::uint64_t seq, replaced_record replaced = {}) {
       const std::size_t k = keydir_type::shard_index(h);
-      refs[k].push_back({h, where, entry, flags, 0});
+      const std::uint64_t rl = replaced ? location{replaced.segment, replaced.offset, false}.pack() : 0;
+      refs[k].push_back({h, rl, where, entry, replaced.size, flags, 0});
       sketch.add(h);
       totals& t = part_totals[k % recovery_parts];
       ++t.records, t.bytes += size;
@@ -2246,7 +2289,7 @@ class log_store {
       const bool valid =
           image.size() <= UINT32_MAX &&
           validate_hint<checksum_type>(image, id, s.codec_id, size, hs_sum, [&](const hint_entry& he, std::size_t at) {
-            p.add(Hasher{}(he.key), he.offset, static_cast<std::uint32_t>(at), he.flags, he.size, he.seq);
+            p.add(Hasher{}(he.key), he.offset, static_cast<std::uint32_t>(at), he.flags, he.size, he.seq, he.replaces);
             p.dir.add(he.offset, static_cast<std::uint32_t>(at));
           });
       if (valid) {
@@ -2407,7 +2450,7 @@ class log_store {
       const std::byte* e = segs[i]->data() + where;
       format::record_view o;
       (void)format::parse_record_header(e, static_cast<std::size_t>(segs[i]->capacity() - where), o);
-      return hint_entry{o.seq, where, o.size, o.flags, o.key};
+      return hint_entry{o.seq, where, o.size, o.flags, o.key, {}};
     };
     /// A record as recovery compares it, from where it lies: its hint entry
     /// (found through the directory) or, in a scanned segment, the record.
@@ -2503,7 +2546,7 @@ class log_store {
             s.reuse_id = id;
             segs.erase(segs.begin() + static_cast<std::ptrdiff_t>(i--));
           } else if (rw && std::find(hinted.begin(), hinted.end(), id) == hinted.end()) {
-            s.hint_queue.push_back(id);
+            s.hint_queue.push_back({id, {}});
           }
         }
         finish_recovery(s, std::move(segs), max_seq, ids);
@@ -2571,24 +2614,32 @@ class log_store {
           unsigned bits = 0;
           sort_by_hash<typename prepared::ref>(lists, refs, counts, bits);
           const std::size_t count = refs.size();
-          // Prefetching, for a record whose key the keydir has, in stages:
-          // the table slot `far` records ahead (in order, but a large table's
+          // Two records of one hash are of one key, the newer first, without
+          // a look at either key, when the newer's entry says it replaced the
+          // older (ref::replaced): the writer compared their keys then, and
+          // a location never holds another record (DESIGN.md "Recovery").
+          auto loc_of = [&](const typename prepared::ref& r) {
+            return location{batch[r.seg].id, r.where, false}.pack();
+          };
+          auto same_place = [](location l, std::uint64_t packed) {
+            return packed != 0 && location{l.segment, l.offset, false}.pack() == packed;
+          };
+          // Otherwise their entries are compared, prefetched in stages: the
+          // table slot `far` records ahead (in order, but a large table's
           // slots lie far apart); `mid` ahead, the record's own hint entry
           // (its ref says where; in a scanned segment, the record) and,
           // for the entry it may replace, the directory word that says where
           // that entry is, or the entry itself if the other record is in
           // this batch (its ref is a few places back); and `near` ahead, an
-          // entry found through the directory. Two cache lines an entry (a
-          // hint entry of a 16-byte key is 27 bytes, its key at the end, so
-          // it crosses a line more often than not; a record's header and key
-          // are 37 bytes).
+          // entry found through the directory. An entry's average span (one
+          // or two cache lines: a hint entry of a 16-byte key is 27 bytes, a
+          // record's header and key 37).
           constexpr std::size_t near = 16, mid = 36, far = 64;
           static_assert(near < mid && mid < far);
-          static constexpr std::uint32_t no_entry = UINT32_MAX;
           struct hit {
             std::size_t index = SIZE_MAX;  // of the entry's segment, SIZE_MAX for none
             std::uint32_t offset = 0;
-            std::uint32_t entry = no_entry;  // the other record's ref's `entry`, if in this batch
+            std::size_t other = SIZE_MAX;  // the other record's place in refs, if in this batch
           };
           hit hits[far];  // by record modulo far, from `mid` ahead to the record itself
           // (Inlined: GCC takes a function that only prefetches for one with
@@ -2608,33 +2659,38 @@ class log_store {
           };
           auto look_mid = [&](std::size_t j) __attribute__((always_inline)) {
             hit& h = hits[j % far];
+            const auto& x = refs[j];
             h.index = SIZE_MAX;
-            h.entry = no_entry;
+            h.other = SIZE_MAX;
+            std::uint64_t met_at = 0;  // the other record's location, packed
             // (The first batch meets only its own records: no probe.)
             if (!fresh)
-              (void)s.keydir.find(refs[j].hash, [&](location l) {
+              (void)s.keydir.find(x.hash, [&](location l) {
                 h.index = index_of(l.segment);
                 h.offset = l.offset;
+                met_at = location{l.segment, l.offset, false}.pack();
                 return true;
               });
             // A key written twice in this batch: its other record is a few
             // places before it, in its bucket of the order (sort_by_hash()),
             // and not yet in the keydir. (At most 8 places back: a hasher
             // that puts many keys in one bucket costs no more.)
-            const std::uint64_t bucket = bits ? refs[j].hash >> (64 - bits) : 0;
+            const std::uint64_t bucket = bits ? x.hash >> (64 - bits) : 0;
             for (std::size_t b = 1; h.index == SIZE_MAX && b <= std::min<std::size_t>(j, 8); ++b) {
               const auto& o = refs[j - b];
               if (bits && o.hash >> (64 - bits) != bucket) break;
-              if (o.hash == refs[j].hash) h.index = first + o.seg, h.offset = o.where, h.entry = o.entry;
+              if (o.hash == x.hash) h.index = first + o.seg, h.offset = o.where, h.other = j - b, met_at = loc_of(o);
             }
-            if (h.index == SIZE_MAX) return;
-            prefetch_at(first + refs[j].seg, refs[j].entry);
-            if (h.entry != no_entry) prefetch_at(h.index, h.entry);
+            if (h.index == SIZE_MAX || (x.replaced != 0 && x.replaced == met_at) ||
+                (h.other != SIZE_MAX && refs[h.other].replaced == loc_of(x)))
+              return;  // nothing to compare
+            prefetch_at(first + x.seg, x.entry);
+            if (h.other != SIZE_MAX) prefetch_at(h.index, refs[h.other].entry);
             else prefetch_start(h.index, h.offset);
           };
           auto look_near = [&](std::size_t j) __attribute__((always_inline)) {
             // (An entry replaced since look_mid() only makes a prefetch useless.)
-            if (const hit& h = hits[j % far]; h.index != SIZE_MAX && h.entry == no_entry) {
+            if (const hit& h = hits[j % far]; h.index != SIZE_MAX && h.other == SIZE_MAX) {
               const std::byte* e = bytes_at(h.index, h.offset);
               __builtin_prefetch(e);
               __builtin_prefetch(e + dirs[h.index].span - 1);
@@ -2658,11 +2714,14 @@ class log_store {
             const auto& x = refs[j];
             const std::size_t xi = first + x.seg;
             const bool tomb = (x.flags & format::tombstone) != 0;
-            // The other record look_mid() found, if it is in this batch:
-            // its entry is known. (Without look-ahead, none is.)
+            // The other record look_mid() found, if it is in this batch.
+            // (Without look-ahead, none is.)
             const hit none;
             const hit& seen = j < look ? hits[j % far] : none;
+            enum class known : std::uint8_t { no, x_newer, x_older };  // by the refs alone
+            known by_ref = known::no;
             std::size_t old_index = SIZE_MAX;
+            std::uint32_t x_size = 0, old_size = 0;  // of the two records, once compared
             hint_entry o, r;
             bool have_r = false;
             const auto old = s.keydir.upsert(
@@ -2670,23 +2729,31 @@ class log_store {
                 [&](location l) {
                   old_index = index_of(l.segment);
                   if (old_index == SIZE_MAX) return false;
-                  o = seen.entry != no_entry && seen.index == old_index && seen.offset == l.offset
-                          ? entry_at(old_index, seen.entry)
-                          : indexed_at(old_index, l.offset);
+                  const bool in_batch = seen.other != SIZE_MAX && seen.index == old_index && seen.offset == l.offset;
+                  if (same_place(l, x.replaced)) {
+                    by_ref = known::x_newer, old_size = x.replaced_size;
+                    return true;
+                  }
+                  if (in_batch && refs[seen.other].replaced == loc_of(x)) {
+                    by_ref = known::x_older, x_size = refs[seen.other].replaced_size;
+                    return true;
+                  }
+                  o = in_batch ? entry_at(old_index, refs[seen.other].entry) : indexed_at(old_index, l.offset);
                   if (!have_r) r = entry_at(xi, x.entry), have_r = true;
                   return same_bytes(o.key, r.key);
                 },
-                [&](location) { return r.seq > o.seq; });
+                [&](location) { return by_ref == known::x_newer || (by_ref == known::no && r.seq > o.seq); });
             if (!old) continue;  // a new key: counted live (or, a tombstone, dead) already
             ++met;
-            if (r.seq > o.seq) {
+            if (by_ref == known::no) x_size = r.size, old_size = o.size;
+            if (by_ref == known::x_newer || (by_ref == known::no && r.seq > o.seq)) {
               if (!old->tombstone) {
                 tally& ot = w[old_index];
-                --ot.live_n, ot.live_b -= o.size, ++ot.dead_n, ot.dead_b += o.size;
+                --ot.live_n, ot.live_b -= old_size, ++ot.dead_n, ot.dead_b += old_size;
               }
             } else if (!tomb) {
               tally& xt = w[xi];
-              --xt.live_n, xt.live_b -= r.size, ++xt.dead_n, xt.dead_b += r.size;
+              --xt.live_n, xt.live_b -= x_size, ++xt.dead_n, xt.dead_b += x_size;
             }
           }
         }
@@ -2771,8 +2838,15 @@ class log_store {
       s.skipped_records += p.skipped;
       if (p.skipped > 0 && !p.from_hint) s.scanned_with_damage.push_back(p.id);
       ++(p.from_hint ? s.segments_from_hints : s.segments_scanned);
-      if ((!p.from_hint || p.rewrite_hint) && rw && !(p.newest && p.end == format::file_header_size))
-        s.hint_queue.push_back(p.id);
+      if ((!p.from_hint || p.rewrite_hint) && rw && !(p.newest && p.end == format::file_header_size)) {
+        // A hint written again keeps what its entries say the records replaced.
+        std::vector<replacement> replaced;
+        if (p.rewrite_hint)
+          for_each_hint_entry({p.hint.data(), p.hint.size()}, [&](const hint_entry& e) {
+            if (e.replaces) replaced.push_back({e.offset, e.replaces});
+          });
+        s.hint_queue.push_back({p.id, std::move(replaced)});
+      }
       segs.push_back(p.seg);
       hints.push_back(std::move(p.hint));
       dirs.push_back(std::move(p.dir));

@@ -118,13 +118,13 @@ struct options {
   /// Open applies the records of consecutive segments to the keydir in
   /// batches, each in one pass over the keydir's tables (docs/DESIGN.md "Data
   /// flow"). A batch closes once what its segments hold while they wait,
-  /// counted in 16-byte records (each segment's record lists as reserved,
+  /// counted in 32-byte records (each segment's record lists as reserved,
   /// and about 2.5 KiB besides), reaches this, or at 65535 segments; the
   /// segment that reaches it is in the batch. So this bounds what open holds
   /// beside the keydir; fewer passes are faster where the keydir is larger
-  /// than the cache. Default 2^23 (about 128 MiB, plus one segment's). 0: a
+  /// than the cache. Default 2^22 (about 128 MiB, plus one segment's). 0: a
   /// batch per segment.
-  std::size_t recovery_batch_records = std::size_t{1} << 23;
+  std::size_t recovery_batch_records = std::size_t{1} << 22;
 
   /// Period of the background flush under sync_interval. Default 1 s: a crash
   /// of the machine (not of the process) loses at most about this much.
