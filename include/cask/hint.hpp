@@ -44,7 +44,7 @@ namespace hint_format {
 inline constexpr std::uint16_t version = format::hint_version;
 /// The oldest version read.
 inline constexpr std::uint16_t oldest_version = 2;
-/// Version 3's sketch: one byte per register, between the entries and the
+/// The sketch (versions 3 and 4): one byte per register, between the entries and the
 /// trailer, whose field at offset 32 gives its size (0 in version 2).
 inline constexpr std::size_t sketch_size = detail::key_sketch::registers;
 /// An entry: two descriptor bytes, four little-endian integers of the
@@ -169,7 +169,7 @@ struct hint_summary {
   /// The header and the trailer's checksum were valid: the figures above are
   /// the hint writer's, even if the hint does not fit the segment.
   bool trailer_valid = false;
-  /// Version 3: the sketch of the keys, as stored. validate_hint() checks its
+  /// Versions 3 and 4: the sketch of the keys, as stored. validate_hint() checks its
   /// form, not that it is the entries' (it does not know the key hasher):
   /// that is the caller's to check, with the hashes it computes anyway.
   bool has_sketch = false;
@@ -286,7 +286,7 @@ inline const std::byte* decode_hint_entry(const std::byte* p, std::uint64_t min_
 /// format's limits) and lies inside a segment of `segment_bytes` bytes, after
 /// the record of the entry before (file order), that the entries end exactly at
 /// the trailer, and that the trailer's counts and sequence range are the
-/// entries', and in version 3 that a sketch of well-formed registers lies
+/// entries', and in versions 3 and 4 that a sketch of well-formed registers lies
 /// between the entries and the trailer (out.sketch). Returns false for
 /// anything else, in which case the segment must be scanned.
 ///
@@ -312,7 +312,7 @@ bool validate_hint(std::span<const std::byte> file, std::uint32_t segment_id, st
   out.min_seq = load_u64(trailer + 16);
   out.max_seq = load_u64(trailer + 24);
   if (out.segment_bytes != segment_bytes) return false;
-  // The entries end where the sketch (version 3) or the trailer begins.
+  // The entries end where the sketch (versions 3 and 4) or the trailer begins.
   const std::byte* const t = trailer - sketch_bytes;
   if (load_u32(trailer + 32) != sketch_bytes) return false;
   if (sketch_bytes > 0) {
@@ -395,7 +395,7 @@ void for_each_hint_entry(std::span<const std::byte> file, F&& f) {
 }
 
 /// What open reads of a hint file before it loads any, to size the keydir:
-/// the trailer's record count and, in version 3, the sketch of the keys.
+/// the trailer's record count and, in versions 3 and 4, the sketch of the keys.
 /// Only the sketch's form is checked (a damaged hint is refused when it is
 /// validated, and then costs only time). Returns whether `sketch` was read;
 /// `records` is set either way if the trailer could be read (else 0).

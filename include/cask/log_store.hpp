@@ -773,18 +773,21 @@ class log_store {
   /// a trusted hint file, or damage after open, points the keydir at one) is
   /// taken for this key's: its 64-bit hash is this key's, and a put or erase
   /// must replace it, or a later read would report the damage again (or,
-  /// after an erase, find the key still "present").
+  /// after an erase, find the key still "present"). Sets `compared` only
+  /// where the record's key bytes were this key's (not a damaged record):
+  /// only such a record is noted as replaced (see replacement).
   static bool key_at(const state& s, location l, std::span<const std::byte> kb, segment_type*& seg,
-                     std::uint32_t& size) {
+                     std::uint32_t& size, bool& compared) {
     seg = s.segtab_owner->find(l.segment);
     size = 0;
+    compared = false;
     if (!seg) return false;
     if (l.offset >= seg->capacity()) return true;
     const std::byte* p = seg->data() + l.offset;
     format::record_view rv;
     if (format::parse_record_header(p, seg->capacity() - l.offset, rv) != format::record_status::ok) return true;
     size = rv.size;
-    if (same_bytes(rv.key, kb)) return true;
+    if (same_bytes(rv.key, kb)) return compared = true;
     // Other key bytes: a collision, or damaged key bytes; the checksum tells.
     if (!format::record_checksum_ok<checksum_type>(p, rv)) return true;
     size = 0;
@@ -1031,12 +1034,13 @@ class log_store {
       const std::span<const std::byte> kb(p + format::record_header_size, klen);
       segment_type* old_seg = nullptr;
       std::uint32_t old_size = 0;
+      bool compared = false;
       const auto old = s->keydir.upsert(Hasher{}(kb), location{seg.id(), off, false},
-                                        [&](location l) { return key_at(*s, l, kb, old_seg, old_size); });
+                                        [&](location l) { return key_at(*s, l, kb, old_seg, old_size, compared); });
       seg.counters().add_live(size);
       if (old) {
         old_seg->counters().live_to_dead(old_size);
-        if (s->replaced.size() < max_replacements && old->segment <= seg.id())
+        if (compared && s->replaced.size() < max_replacements && old->segment <= seg.id())
           s->replaced.push_back({off, {old->segment, old->offset, old_size}});
       }
     }
@@ -1058,7 +1062,9 @@ class log_store {
       if (s->failed.load(std::memory_order_relaxed)) return ec = make_error_code(errc::store_failed), false;
       segment_type* old_seg = nullptr;
       std::uint32_t old_size = 0;
-      const auto existing = s->keydir.find(h, [&](location l) { return key_at(*s, l, kb, old_seg, old_size); });
+      bool compared = false;
+      const auto existing =
+          s->keydir.find(h, [&](location l) { return key_at(*s, l, kb, old_seg, old_size, compared); });
       if (!existing) return false;
       if (!ensure_room(*s, size, ec, site)) return false;
       segment_type& seg = *s->active;
@@ -1074,7 +1080,7 @@ class log_store {
       s->keydir.erase(h, [&](location l) { return l == *existing; });
       seg.counters().add_dead(size);
       if (old_seg) old_seg->counters().live_to_dead(old_size);
-      if (s->replaced.size() < max_replacements && existing->segment <= seg.id())
+      if (compared && s->replaced.size() < max_replacements && existing->segment <= seg.id())
         s->replaced.push_back({off, {existing->segment, existing->offset, old_size}});
     }
     if constexpr (sync_type::every_write) sync_to(*s, seq, ec, site);
@@ -2614,10 +2620,13 @@ class log_store {
           unsigned bits = 0;
           sort_by_hash<typename prepared::ref>(lists, refs, counts, bits);
           const std::size_t count = refs.size();
-          // Two records of one hash are of one key, the newer first, without
-          // a look at either key, when the newer's entry says it replaced the
-          // older (ref::replaced): the writer compared their keys then, and
-          // a location never holds another record (DESIGN.md "Recovery").
+          // Two records of one hash are of one key, the later one newer,
+          // without a look at either key, when the later one's entry says it
+          // replaced the other (ref::replaced): the writer compared their
+          // keys then, and such a location never holds another record
+          // (DESIGN.md "Recovery"). (The other record, in the keydir or a
+          // few refs back, is in a segment of a lower id or earlier in this
+          // one, and a note names nothing later: it never names x.)
           auto loc_of = [&](const typename prepared::ref& r) {
             return location{batch[r.seg].id, r.where, false}.pack();
           };
@@ -2681,9 +2690,8 @@ class log_store {
               if (bits && o.hash >> (64 - bits) != bucket) break;
               if (o.hash == x.hash) h.index = first + o.seg, h.offset = o.where, h.other = j - b, met_at = loc_of(o);
             }
-            if (h.index == SIZE_MAX || (x.replaced != 0 && x.replaced == met_at) ||
-                (h.other != SIZE_MAX && refs[h.other].replaced == loc_of(x)))
-              return;  // nothing to compare
+            if (x.replaced != 0 && x.replaced == met_at) h.index = SIZE_MAX;  // nothing to compare
+            if (h.index == SIZE_MAX) return;
             prefetch_at(first + x.seg, x.entry);
             if (h.other != SIZE_MAX) prefetch_at(h.index, refs[h.other].entry);
             else prefetch_start(h.index, h.offset);
@@ -2718,8 +2726,7 @@ class log_store {
             // (Without look-ahead, none is.)
             const hit none;
             const hit& seen = j < look ? hits[j % far] : none;
-            enum class known : std::uint8_t { no, x_newer, x_older };  // by the refs alone
-            known by_ref = known::no;
+            bool by_note = false;  // x's note names the record met: x is newer, no entry read
             std::size_t old_index = SIZE_MAX;
             std::uint32_t x_size = 0, old_size = 0;  // of the two records, once compared
             hint_entry o, r;
@@ -2731,22 +2738,18 @@ class log_store {
                   if (old_index == SIZE_MAX) return false;
                   const bool in_batch = seen.other != SIZE_MAX && seen.index == old_index && seen.offset == l.offset;
                   if (same_place(l, x.replaced)) {
-                    by_ref = known::x_newer, old_size = x.replaced_size;
-                    return true;
-                  }
-                  if (in_batch && refs[seen.other].replaced == loc_of(x)) {
-                    by_ref = known::x_older, x_size = refs[seen.other].replaced_size;
+                    by_note = true, old_size = x.replaced_size;
                     return true;
                   }
                   o = in_batch ? entry_at(old_index, refs[seen.other].entry) : indexed_at(old_index, l.offset);
                   if (!have_r) r = entry_at(xi, x.entry), have_r = true;
                   return same_bytes(o.key, r.key);
                 },
-                [&](location) { return by_ref == known::x_newer || (by_ref == known::no && r.seq > o.seq); });
+                [&](location) { return by_note || r.seq > o.seq; });
             if (!old) continue;  // a new key: counted live (or, a tombstone, dead) already
             ++met;
-            if (by_ref == known::no) x_size = r.size, old_size = o.size;
-            if (by_ref == known::x_newer || (by_ref == known::no && r.seq > o.seq)) {
+            if (!by_note) x_size = r.size, old_size = o.size;
+            if (by_note || r.seq > o.seq) {
               if (!old->tombstone) {
                 tally& ot = w[old_index];
                 --ot.live_n, ot.live_b -= old_size, ++ot.dead_n, ot.dead_b += old_size;
