@@ -179,6 +179,22 @@ raw_hint without_replaces(raw_hint h) {
   for (auto& e : h.entries) e.replaces = false, e.rseg = e.roff = e.rsize = 0;
   return h;
 }
+/// `n` random writes to `db` and to its model `m`: puts of values of up to
+/// `max_len` - 1 bytes to keys of `keys`, one in `erase_one_in` an erase.
+template <class Store>
+void write_random(Store& db, model& m, std::mt19937_64& g, int n, std::uint64_t keys, std::uint64_t erase_one_in,
+                  std::uint64_t max_len) {
+  for (int i = 0; i < n; ++i) {
+    const std::string k = key_of(g() % keys);
+    if (g() % erase_one_in == 0) {
+      if (db.erase(k)) m.erase(k);
+    } else {
+      const std::string v = value_of(g(), g() % max_len);
+      db.put(k, v);
+      m[k] = v;
+    }
+  }
+}
 bool validates(const std::vector<char>& b, std::uint32_t id, std::uint64_t segment_bytes) {
   cask::hint_summary sum;
   return cask::validate_hint<cask::crc32c>(std::span(reinterpret_cast<const std::byte*>(b.data()), b.size()), id,
@@ -856,18 +872,7 @@ BOOST_AUTO_TEST_CASE(recovery_in_batches_of_any_size_builds_the_same_keydir) {
   {
     auto db = string_store::open(d / "ref", opts());
     constexpr int keys = 400;
-    auto write = [&](int n) {
-      for (int i = 0; i < n; ++i) {
-        const std::string k = key_of(g() % keys);
-        if (g() % 9 == 0) {
-          if (db.erase(k)) m.erase(k);
-        } else {
-          const std::string v = value_of(g(), g() % 70);
-          db.put(k, v);
-          m[k] = v;
-        }
-      }
-    };
+    auto write = [&](int n) { write_random(db, m, g, n, keys, 9, 70); };
     write(2500);
     db.merge(cask::merge_scope::all);  // outputs take ids above the writer's segment
     write(3);                          // into the writer's segment, below the outputs
@@ -947,18 +952,7 @@ BOOST_AUTO_TEST_CASE(recovery_in_sorted_batches_builds_the_same_keydir) {
       {
         auto db = string_store::open(d / "ref", opts());
         constexpr int keys = 5000;
-        auto write = [&](int n) {
-          for (int i = 0; i < n; ++i) {
-            const std::string k = key_of(g() % keys);
-            if (g() % 11 == 0) {
-              if (db.erase(k)) m.erase(k);
-            } else {
-              const std::string v = value_of(g(), g() % 40);
-              db.put(k, v);
-              m[k] = v;
-            }
-          }
-        };
+        auto write = [&](int n) { write_random(db, m, g, n, keys, 11, 40); };
         write(15000);
         if (sh != shape::writers_only) {
           // Every record into merge outputs, whose ids are above the writer's new segment.
@@ -1063,18 +1057,7 @@ BOOST_AUTO_TEST_CASE(keys_of_one_hash_are_told_apart_from_hints_that_say_what_re
   model m;
   {
     auto db = store::open(d / "ref", opts());
-    auto write = [&](int n) {
-      for (int i = 0; i < n; ++i) {
-        const std::string k = key_of(g() % 60);
-        if (g() % 8 == 0) {
-          if (db.erase(k)) m.erase(k);
-        } else {
-          const std::string v = value_of(g(), g() % 30);
-          db.put(k, v);
-          m[k] = v;
-        }
-      }
-    };
+    auto write = [&](int n) { write_random(db, m, g, n, 60, 8, 30); };
     write(700);
     db.merge(cask::merge_scope::all);  // outputs: records that replaced none
     write(400);                        // records that replaced ones in the outputs
