@@ -86,8 +86,12 @@ struct raw_fields {
   std::uint64_t offset;          ///< the record's offset in the segment
   bool replaces;                 ///< descriptor byte 0, bit 7: the fields below are present
   std::uint8_t d2;               ///< the third descriptor byte (0 if absent)
-  unsigned rseg_bytes, roff_bytes, rsize_bytes;  ///< bytes of the three (1..4 each; 0 if absent)
-  std::uint64_t rseg, roff, rsize;  ///< the replaced record's segment id, offset and size (0 if absent)
+  unsigned rseg_bytes;            ///< bytes the replaced record's segment id takes (1..4; 0 if absent)
+  unsigned roff_bytes;            ///< bytes its offset takes (1..4; 0 if absent)
+  unsigned rsize_bytes;           ///< bytes its size takes (1..4; 0 if absent)
+  std::uint64_t rseg;             ///< the replaced record's segment id (0 if absent)
+  std::uint64_t roff;             ///< its offset (0 if absent)
+  std::uint64_t rsize;            ///< its size (0 if absent)
   const std::byte* key;          ///< where the key starts
 };
 /// Decodes the descriptor bytes and fields of the entry at `p` (unchecked; see raw_fields).
