@@ -195,6 +195,14 @@ void write_random(Store& db, model& m, std::mt19937_64& g, int n, std::uint64_t 
     }
   }
 }
+/// A fresh copy of the store at `from` in `to`, without its hint files unless `hints`.
+void copy_store(const std::filesystem::path& from, const std::filesystem::path& to, bool hints) {
+  std::filesystem::remove_all(to);
+  copy_dir(from, to);
+  if (!hints)
+    for (const auto& e : std::filesystem::directory_iterator(to))
+      if (e.path().extension() == ".hint") std::filesystem::remove(e.path());
+}
 bool validates(const std::vector<char>& b, std::uint32_t id, std::uint64_t segment_bytes) {
   cask::hint_summary sum;
   return cask::validate_hint<cask::crc32c>(std::span(reinterpret_cast<const std::byte*>(b.data()), b.size()), id,
@@ -902,11 +910,7 @@ BOOST_AUTO_TEST_CASE(recovery_in_batches_of_any_size_builds_the_same_keydir) {
                                       std::size_t{700}}) {
         BOOST_TEST_CONTEXT("batches of " << batch << " records") {
           const auto dir = d / "x";
-          std::filesystem::remove_all(dir);
-          copy_dir(d / "ref", dir);
-          if (!hints)
-            for (const auto& e : std::filesystem::directory_iterator(dir))
-              if (e.path().extension() == ".hint") std::filesystem::remove(e.path());
+          copy_store(d / "ref", dir, hints);
           auto o = opts();
           o.recovery_batch_records = batch;
           std::size_t torn = 0;
@@ -1082,11 +1086,7 @@ BOOST_AUTO_TEST_CASE(keys_of_one_hash_are_told_apart_from_hints_that_say_what_re
     for (const std::size_t batch : {std::size_t{1} << 23, std::size_t{0}, std::size_t{300}}) {
       BOOST_TEST_CONTEXT((hints ? "from hints" : "by scans") << ", batches of " << batch << " records") {
         const auto dir = d / "x";
-        std::filesystem::remove_all(dir);
-        copy_dir(d / "ref", dir);
-        if (!hints)
-          for (const auto& e : std::filesystem::directory_iterator(dir))
-            if (e.path().extension() == ".hint") std::filesystem::remove(e.path());
+        copy_store(d / "ref", dir, hints);
         auto o = opts();
         o.recovery_batch_records = batch;
         auto db = store::open(dir, o);
