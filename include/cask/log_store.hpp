@@ -2627,9 +2627,6 @@ class log_store {
           // (DESIGN.md "Recovery"). (The other record, in the keydir or a
           // few refs back, is in a segment of a lower id or earlier in this
           // one, and a note names nothing later: it never names x.)
-          auto loc_of = [&](const typename prepared::ref& r) {
-            return location{batch[r.seg].id, r.where, false}.pack();
-          };
           auto same_place = [](location l, std::uint64_t packed) {
             return packed != 0 && location{l.segment, l.offset, false}.pack() == packed;
           };
@@ -2671,13 +2668,11 @@ class log_store {
             const auto& x = refs[j];
             h.index = SIZE_MAX;
             h.other = SIZE_MAX;
-            std::uint64_t met_at = 0;  // the other record's location, packed
             // (The first batch meets only its own records: no probe.)
             if (!fresh)
               (void)s.keydir.find(x.hash, [&](location l) {
                 h.index = index_of(l.segment);
                 h.offset = l.offset;
-                met_at = location{l.segment, l.offset, false}.pack();
                 return true;
               });
             // A key written twice in this batch: its other record is a few
@@ -2688,10 +2683,13 @@ class log_store {
             for (std::size_t b = 1; h.index == SIZE_MAX && b <= std::min<std::size_t>(j, 8); ++b) {
               const auto& o = refs[j - b];
               if (bits && o.hash >> (64 - bits) != bucket) break;
-              if (o.hash == x.hash) h.index = first + o.seg, h.offset = o.where, h.other = j - b, met_at = loc_of(o);
+              if (o.hash == x.hash) h.index = first + o.seg, h.offset = o.where, h.other = j - b;
             }
-            if (x.replaced != 0 && x.replaced == met_at) h.index = SIZE_MAX;  // nothing to compare
             if (h.index == SIZE_MAX) return;
+            if (same_place(location{segs[h.index]->id(), h.offset, false}, x.replaced)) {
+              h.index = SIZE_MAX;  // settled by x's note: nothing to compare
+              return;
+            }
             prefetch_at(first + x.seg, x.entry);
             if (h.other != SIZE_MAX) prefetch_at(h.index, refs[h.other].entry);
             else prefetch_start(h.index, h.offset);
@@ -2728,7 +2726,7 @@ class log_store {
             const hit& seen = j < look ? hits[j % far] : none;
             bool by_note = false;  // x's note names the record met: x is newer, no entry read
             std::size_t old_index = SIZE_MAX;
-            std::uint32_t x_size = 0, old_size = 0;  // of the two records, once compared
+            std::uint32_t old_size = 0;  // of the record met, once matched
             hint_entry o, r;
             bool have_r = false;
             const auto old = s.keydir.upsert(
@@ -2748,7 +2746,7 @@ class log_store {
                 [&](location) { return by_note || r.seq > o.seq; });
             if (!old) continue;  // a new key: counted live (or, a tombstone, dead) already
             ++met;
-            if (!by_note) x_size = r.size, old_size = o.size;
+            if (!by_note) old_size = o.size;
             if (by_note || r.seq > o.seq) {
               if (!old->tombstone) {
                 tally& ot = w[old_index];
@@ -2756,7 +2754,7 @@ class log_store {
               }
             } else if (!tomb) {
               tally& xt = w[xi];
-              --xt.live_n, xt.live_b -= x_size, ++xt.dead_n, xt.dead_b += x_size;
+              --xt.live_n, xt.live_b -= r.size, ++xt.dead_n, xt.dead_b += r.size;
             }
           }
         }
