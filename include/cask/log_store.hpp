@@ -1015,10 +1015,17 @@ class log_store {
     if (klen > s->opts.max_key_bytes) return void(ec = make_error_code(errc::key_too_large));
     if (vlen > s->opts.max_value_bytes) return void(ec = make_error_code(errc::value_too_large));
     const std::uint64_t size = format::record_size(klen, vlen);
+    // The key's hash, ahead of the lock where the codec shows the key's bytes
+    // without encoding them (else from the record, once its key is encoded).
+    std::uint64_t h = 0;
+    if constexpr (codec_with_bytes_of<Codec, K>) h = Hasher{}(Codec::bytes_of(key));
     std::uint64_t seq;
     {
       std::lock_guard lk(s->write_mu);
       if (s->failed.load(std::memory_order_relaxed)) return void(ec = make_error_code(errc::store_failed));
+      // The key's table slot is most likely a cache miss (as are the record's
+      // bytes); asked for now, it loads while the record is written and summed.
+      if constexpr (codec_with_bytes_of<Codec, K>) s->keydir.prefetch(h);
       if (!ensure_room(*s, size, ec, site)) return;
       segment_type& seg = *s->active;
       const auto off = static_cast<std::uint32_t>(s->tail);
@@ -1027,15 +1034,19 @@ class log_store {
       format::encode_record_header(p, seq, 0, static_cast<std::uint32_t>(klen), static_cast<std::uint32_t>(vlen));
       // A throwing codec leaves the tail where it was: the bytes are overwritten by the next record.
       Codec::encode(key, p + format::record_header_size);
+      const std::span<const std::byte> kb(p + format::record_header_size, klen);
+      if constexpr (!codec_with_bytes_of<Codec, K>) {
+        h = Hasher{}(kb);
+        s->keydir.prefetch(h);
+      }
       Codec::encode(value, p + format::record_header_size + klen);
       format::seal_record<checksum_type>(p, static_cast<std::size_t>(size));
       appended(*s, seg, seq, size);
 
-      const std::span<const std::byte> kb(p + format::record_header_size, klen);
       segment_type* old_seg = nullptr;
       std::uint32_t old_size = 0;
       bool compared = false;
-      const auto old = s->keydir.upsert(Hasher{}(kb), location{seg.id(), off, false},
+      const auto old = s->keydir.upsert(h, location{seg.id(), off, false},
                                         [&](location l) { return key_at(*s, l, kb, old_seg, old_size, compared); });
       seg.counters().add_live(size);
       if (old) {

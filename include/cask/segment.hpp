@@ -31,6 +31,12 @@
 namespace cask {
 
 /// Per-segment accounting, kept by the writer, read by stats().
+///
+/// One thread at a time changes the counters: the writer, under the store's
+/// write lock (puts, erases, a merge's swap), or recovery before the store is
+/// shared. So a change is a relaxed load and store, not a read-modify-write:
+/// a locked add would wait for the writer's earlier stores (the record, the
+/// keydir slot, both often cache misses) to drain, on every put.
 struct segment_counters {
   ///@{
   std::atomic<std::uint64_t> live_records{0}, live_bytes{0};  ///< records the keydir points at
@@ -41,15 +47,14 @@ struct segment_counters {
 
   /// Counts a new live record of `bytes` bytes.
   void add_live(std::uint64_t bytes) noexcept {
-    live_records.fetch_add(1, std::memory_order_relaxed);
-    live_bytes.fetch_add(bytes, std::memory_order_relaxed);
+    bump(live_records, 1);
+    bump(live_bytes, bytes);
   }
   /// Counts a new dead record (a tombstone) of `bytes` bytes.
   void add_dead(std::uint64_t bytes) noexcept {
-    dead_records.fetch_add(1, std::memory_order_relaxed);
-    dead_bytes.fetch_add(bytes, std::memory_order_relaxed);
+    bump(dead_records, 1);
+    bump(dead_bytes, bytes);
   }
-  /// Moves a record of `bytes` bytes from live to dead (overwritten or erased).
   /// Lowest and highest sequence number of any record in the segment (the
   /// merger drops a tombstone only if no segment it keeps can hold an older
   /// record). Updated by the one thread that fills the segment.
@@ -71,9 +76,14 @@ struct segment_counters {
   }
   /// Moves a record of `bytes` bytes from live to dead.
   void live_to_dead(std::uint64_t bytes) noexcept {
-    live_records.fetch_sub(1, std::memory_order_relaxed);
-    live_bytes.fetch_sub(bytes, std::memory_order_relaxed);
+    bump(live_records, ~std::uint64_t{0});  // - 1, modulo 2^64
+    bump(live_bytes, ~bytes + 1);           // - bytes
     add_dead(bytes);
+  }
+  /// Adds `n` (modulo 2^64) to the counter `c`, of which this thread is the
+  /// only writer (see the top of this struct).
+  static void bump(std::atomic<std::uint64_t>& c, std::uint64_t n) noexcept {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
 };
 
