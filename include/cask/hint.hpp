@@ -284,22 +284,32 @@ inline const std::byte* decode_hint_entry(const std::byte* p, std::uint64_t min_
   return f.key + f.key_len;
 }
 
-/// Checks a whole hint file image: header (kind, hint format version, codec,
-/// checksum, segment id, no flags), trailer checksum, that every entry is well formed
-/// (reserved bits zero, each number in its shortest form, within the
-/// format's limits) and lies inside a segment of `segment_bytes` bytes, after
-/// the record of the entry before (file order), that the entries end exactly at
-/// the trailer, and that the trailer's counts and sequence range are the
-/// entries', and in versions 3 and 4 that a sketch of well-formed registers lies
-/// between the entries and the trailer (out.sketch). Returns false for
-/// anything else, in which case the segment must be scanned.
-///
-/// Calls on_entry(const hint_entry&, std::size_t entry_offset) for each entry
-/// as it is checked, so that a caller can decode the file in the same pass; if
-/// the result is false, the entries passed so far must be discarded.
-template <class Checksum, class OnEntry>
-bool validate_hint(std::span<const std::byte> file, std::uint32_t segment_id, std::uint32_t codec_id,
-                   std::uint64_t segment_bytes, hint_summary& out, OnEntry&& on_entry) {
+/// A hint image's frame, as check_hint_frame() found it: where its entries
+/// begin and end, and its format version.
+struct hint_frame {
+  const std::byte* begin = nullptr;    ///< the image's first byte
+  const std::byte* entries = nullptr;  ///< the first entry
+  const std::byte* end = nullptr;      ///< where the entries end (the sketch or the trailer begins)
+  std::uint16_t version = 0;           ///< the hint format version of the file header
+};
+
+/// What walk_hint_entries() found in a run of consecutive entries.
+struct hint_run {
+  std::uint64_t n = 0;                   ///< entries
+  std::uint64_t lo = ~std::uint64_t{0};  ///< lowest sequence number
+  std::uint64_t hi = 0;                  ///< highest sequence number
+  std::uint64_t first_record = 0;        ///< the first entry's record offset (if n > 0)
+  std::uint64_t record_end = 0;          ///< where the last entry's record ends (if n > 0)
+};
+
+/// The first half of validate_hint(): the header (kind, hint format version,
+/// codec, checksum, segment id, no flags), the trailer's checksum over the
+/// file unless `defer_checksum` (then hint_checksum_ok() is the caller's to
+/// call, and out.trailer_valid stays false), the trailer's segment size and
+/// sequence range, and in versions 3 and 4 the sketch's form. Fills `fr`.
+template <class Checksum>
+bool check_hint_frame(std::span<const std::byte> file, std::uint32_t segment_id, std::uint32_t codec_id,
+                      std::uint64_t segment_bytes, hint_summary& out, hint_frame& fr, bool defer_checksum = false) {
   using namespace cask::detail;
   format::file_header h;
   if (format::decode_file_header<Checksum>(file, format::file_kind::hint, h) != format::header_status::ok) return false;
@@ -309,8 +319,10 @@ bool validate_hint(std::span<const std::byte> file, std::uint32_t segment_id, st
   const std::size_t sketch_bytes = h.version >= 3 ? hint_format::sketch_size : 0;
   if (file.size() < format::file_header_size + sketch_bytes + hint_format::trailer_size) return false;
   const std::byte* const trailer = file.data() + file.size() - hint_format::trailer_size;
-  if (format::unmask(load_u32(trailer + 36)) != Checksum::compute(file.data(), file.size() - 4)) return false;
-  out.trailer_valid = true;
+  if (!defer_checksum) {
+    if (format::unmask(load_u32(trailer + 36)) != Checksum::compute(file.data(), file.size() - 4)) return false;
+    out.trailer_valid = true;
+  }
   out.records = load_u64(trailer);
   out.segment_bytes = load_u64(trailer + 8);
   out.min_seq = load_u64(trailer + 16);
@@ -324,20 +336,44 @@ bool validate_hint(std::span<const std::byte> file, std::uint32_t segment_id, st
     out.has_sketch = true;
   }
   if (out.min_seq > out.max_seq || out.max_seq > format::max_sequence) return false;
-  // Walk the entries once: each must describe a record inside the segment.
-  // The records, as the segment holds them: in file order, none overlapping
-  // the one before (open finds an entry from its record's offset by this).
-  std::uint64_t n = 0, lo = ~std::uint64_t{0}, hi = 0, record_end = format::file_header_size;
-  const std::byte* const begin = file.data();
-  const std::byte* p = begin + format::file_header_size;
-  while (p < t) {
+  fr = {file.data(), file.data() + format::file_header_size, t, h.version};
+  return true;
+}
+
+/// Whether the trailer's checksum is the file's (check_hint_frame() with
+/// `defer_checksum`); sets out.trailer_valid if so.
+template <class Checksum>
+bool hint_checksum_ok(std::span<const std::byte> file, hint_summary& out) {
+  if (file.size() < hint_format::trailer_size) return false;
+  const std::byte* const trailer = file.data() + file.size() - hint_format::trailer_size;
+  out.trailer_valid = format::unmask(detail::load_u32(trailer + 36)) == Checksum::compute(file.data(), file.size() - 4);
+  return out.trailer_valid;
+}
+
+/// Walks the entries of the frame `fr` from `from` (an entry's start) to `to`
+/// (the start of the entry after the run's last, or fr.end) and checks each:
+/// well formed (reserved bits zero, each number in its shortest form, within
+/// the format's limits), of a record inside a segment of `segment_bytes` bytes,
+/// after the record of the entry before in the run (file order), inside the
+/// trailer's sequence range (`out`); the run must end exactly at `to`. Calls
+/// on_entry(const hint_entry&, std::size_t entry_offset) for each entry as
+/// it is checked. Returns false at the first fault. join_hint_runs() checks
+/// what lies across runs.
+template <class OnEntry>
+bool walk_hint_entries(const hint_frame& fr, const hint_summary& out, std::uint32_t segment_id,
+                       std::uint64_t segment_bytes, const std::byte* from, const std::byte* to, hint_run& run,
+                       OnEntry&& on_entry) {
+  const std::byte* const t = fr.end;
+  std::uint64_t record_end = format::file_header_size;
+  const std::byte* p = from;
+  while (p < to) {
     const std::byte* const at = p;
     // Both descriptor bytes and every field start before the trailer ends,
     // so decode_fields() reads inside the file; then each field must end
     // before the entries do, in its shortest form, within its limits.
     if (t - p < static_cast<std::ptrdiff_t>(hint_format::min_entry_size)) return false;
     if (((std::to_integer<std::uint8_t>(p[0]) & hint_format::replaces_bit) != 0 &&
-         h.version < hint_format::replaces_version) ||
+         fr.version < hint_format::replaces_version) ||
         (std::to_integer<std::uint8_t>(p[1]) & hint_format::reserved1) != 0)
       return false;
     const hint_format::raw_fields f = hint_format::decode_fields(p);
@@ -361,19 +397,68 @@ bool validate_hint(std::span<const std::byte> file, std::uint32_t segment_id, st
     const std::uint64_t seq = out.min_seq + f.seq_delta, rsize = format::record_size(f.key_len, f.value_len);
     if (seq < format::first_sequence) return false;
     if (f.offset < record_end || f.offset + rsize > segment_bytes) return false;
+    if (run.n == 0) run.first_record = f.offset;
     record_end = f.offset + rsize;
-    lo = std::min(lo, seq);
-    hi = std::max(hi, seq);
+    run.lo = std::min(run.lo, seq);
+    run.hi = std::max(run.hi, seq);
     on_entry(hint_entry{seq, static_cast<std::uint32_t>(f.offset), static_cast<std::uint32_t>(rsize), f.flags,
                         {f.key, static_cast<std::size_t>(f.key_len)},
                         {static_cast<std::uint32_t>(f.rseg), static_cast<std::uint32_t>(f.roff),
                          static_cast<std::uint32_t>(f.rsize)}},
-             static_cast<std::size_t>(at - begin));
+             static_cast<std::size_t>(at - fr.begin));
     p = f.key + f.key_len;
-    ++n;
+    ++run.n;
   }
+  run.record_end = record_end;
+  return p == to;
+}
+
+/// The start of the first entry at or past `at` bytes into the entries of
+/// `fr`, found by walking their lengths from the first (no other check), so
+/// that two threads may walk the halves of a large hint; nullptr if there is
+/// none before the entries end or the lengths lead outside them (the file
+/// does not validate then).
+inline const std::byte* hint_entry_near(const hint_frame& fr, std::size_t at) noexcept {
+  const std::byte* p = fr.entries;
+  const std::byte* const t = fr.end;
+  if (static_cast<std::size_t>(t - p) <= at) return nullptr;
+  const std::byte* const goal = p + at;
+  while (p < goal) {
+    if (t - p < static_cast<std::ptrdiff_t>(hint_format::min_entry_size)) return nullptr;
+    const hint_format::raw_fields f = hint_format::decode_fields(p);
+    if (f.key > t || static_cast<std::uint64_t>(t - f.key) < f.key_len) return nullptr;
+    p = f.key + f.key_len;
+  }
+  return p < t ? p : nullptr;
+}
+
+/// The second half of validate_hint() for runs `a` and `b`, walked from the
+/// first entry to the second run's start and on to the entries' end: the
+/// second run's first record lies past the first run's last, and together
+/// they hold the trailer's count of entries and span its sequence range.
+/// (Either run may be empty; an empty `b` is {}.)
+inline bool join_hint_runs(const hint_summary& out, const hint_run& a, const hint_run& b = {}) noexcept {
+  if (a.n > 0 && b.n > 0 && b.first_record < a.record_end) return false;
+  const std::uint64_t n = a.n + b.n;
   if (n == 0) return out.records == 0 && out.min_seq == 0 && out.max_seq == 0;
-  return n == out.records && lo == out.min_seq && hi == out.max_seq;
+  return n == out.records && std::min(a.lo, b.lo) == out.min_seq && std::max(a.hi, b.hi) == out.max_seq;
+}
+
+/// Checks a whole hint file image: check_hint_frame(), then every entry
+/// (walk_hint_entries() over them all, join_hint_runs()). Returns false for
+/// anything else, in which case the segment must be scanned.
+///
+/// Calls on_entry(const hint_entry&, std::size_t entry_offset) for each entry
+/// as it is checked, so that a caller can decode the file in the same pass; if
+/// the result is false, the entries passed so far must be discarded.
+template <class Checksum, class OnEntry>
+bool validate_hint(std::span<const std::byte> file, std::uint32_t segment_id, std::uint32_t codec_id,
+                   std::uint64_t segment_bytes, hint_summary& out, OnEntry&& on_entry) {
+  hint_frame fr;
+  if (!check_hint_frame<Checksum>(file, segment_id, codec_id, segment_bytes, out, fr)) return false;
+  hint_run run;
+  return walk_hint_entries(fr, out, segment_id, segment_bytes, fr.entries, fr.end, run, on_entry) &&
+         join_hint_runs(out, run);
 }
 
 /// validate_hint() without a per-entry callback.

@@ -39,6 +39,7 @@
 #include <cask/detail/task.hpp>
 
 #include <algorithm>
+#include <cassert>
 #include <array>
 #include <bit>
 #include <concepts>
@@ -2047,8 +2048,9 @@ class log_store {
   /// The records of one keydir shard in a batch of segments, ordered by the
   /// hash's top `bits` bits, which order the home slots of a shard's table:
   /// a counting sort of `lists` (the shard's refs of each segment of the
-  /// batch, in segment order) into `buf`, each ref marked with its list's
-  /// index. Stable: within a bucket, records of an earlier segment come
+  /// batch, in segment order, two lists a segment: prepared::refs and
+  /// prepared::later) into `buf`, each ref marked with its segment's index
+  /// in the batch (its list's index / 2). Stable: within a bucket, records of an earlier segment come
   /// first and a segment's are in file order. A bucket holds 2 to 4 records
   /// on average (1024 buckets at least, 2^16 at most), so that records of one
   /// key (one hash) are a few places apart. Sets `bits` (0: not sorted, too
@@ -2063,7 +2065,7 @@ class log_store {
     if (n < 64) {  // few enough to stay in the cache as they are
       std::size_t at = 0;
       for (std::size_t b = 0; b < lists.size(); ++b)
-        for (Ref r : *lists[b]) r.seg = static_cast<std::uint16_t>(b), buf[at++] = r;
+        for (Ref r : *lists[b]) r.seg = static_cast<std::uint16_t>(b / 2), buf[at++] = r;
       return;
     }
     bits = std::clamp(static_cast<unsigned>(std::bit_width(n)), 12u, 18u) - 2;
@@ -2072,7 +2074,7 @@ class log_store {
       for (const Ref& r : *l) ++counts[(r.hash >> (64 - bits)) + 1];
     for (std::size_t b = 1; b < counts.size(); ++b) counts[b] += counts[b - 1];
     for (std::size_t b = 0; b < lists.size(); ++b)
-      for (Ref r : *lists[b]) r.seg = static_cast<std::uint16_t>(b), buf[counts[r.hash >> (64 - bits)]++] = r;
+      for (Ref r : *lists[b]) r.seg = static_cast<std::uint16_t>(b / 2), buf[counts[r.hash >> (64 - bits)]++] = r;
   }
 
   /// Where a hinted segment's records have their hint entries, for recovery:
@@ -2116,6 +2118,36 @@ class log_store {
     }
     void finish(std::uint32_t entries_end) noexcept {
       for (; filled < buckets; ++filled) first[filled] = entries_end;
+    }
+    /// add() for the second of two runs of entries read side by side, whose
+    /// first record is at `start`, with a cursor of its own (`filled`, 0
+    /// before its first entry): it leaves the buckets up to and including
+    /// that record's to the first run (add(), of records before `start`)
+    /// and to join(), so the two runs write apart.
+    void add_later(std::size_t& cursor, std::uint32_t start, std::uint32_t record, std::uint32_t entry) noexcept {
+      if (cursor == 0) cursor = bucket(start) + 1;
+      for (const std::size_t b = bucket(record); cursor <= b; ++cursor) first[cursor] = entry;
+    }
+    /// Once both runs are read: the buckets between the first run's last
+    /// record and the second's first (at `start`, its entry at `entry`), then
+    /// on from the second run's cursor.
+    void join(std::size_t cursor, std::uint32_t start, std::uint32_t entry) noexcept {
+      for (const std::size_t b = bucket(start); filled <= b; ++filled) first[filled] = entry;
+      filled = std::max(filled, cursor);
+    }
+    /// Whether the buckets written so far are those add() alone writes for
+    /// the entries from `entries` to `end` of the hint image at `begin`
+    /// (a check of join(), in debug builds).
+    bool built_as_one_walk(const std::byte* begin, const std::byte* entries, const std::byte* end) const noexcept {
+      std::size_t f = 0;
+      for (const std::byte* p = entries; p < end;) {
+        const auto at = static_cast<std::uint32_t>(p - begin);
+        hint_entry e;
+        p = decode_hint_entry(p, 0, e);
+        for (const std::size_t b = bucket(e.offset); f <= b; ++f)
+          if (first[f] != at) return false;
+      }
+      return f == filled;
     }
     /// The bucket's word for the record at `record`.
     const std::uint32_t* word(std::uint32_t record) const noexcept { return &first[bucket(record)]; }
@@ -2175,6 +2207,22 @@ class log_store {
     static_assert(sizeof(ref) == 32);
     /// The records in file order, by keydir shard: refs[k] holds those of shard k.
     std::vector<ref> refs[keydir_type::shards()];
+    /// When two threads read a large hint's entries (prepare()), the records
+    /// of the second part of them, by shard; refs holds the first part's.
+    /// In file order after those of refs[k].
+    std::vector<ref> later[keydir_type::shards()];
+    /// How many records refs and later hold.
+    std::size_t records() const noexcept {
+      std::size_t n = 0;
+      for (std::size_t k = 0; k < keydir_type::shards(); ++k) n += refs[k].size() + later[k].size();
+      return n;
+    }
+    /// The refs refs and later have room for.
+    std::size_t ref_capacity() const noexcept {
+      std::size_t n = 0;
+      for (std::size_t k = 0; k < keydir_type::shards(); ++k) n += refs[k].capacity() + later[k].capacity();
+      return n;
+    }
     /// The records' count and bytes, and of those the tombstones', by part
     /// of the shards (shard k is in part k % recovery_parts): what the
     /// segment's live and dead counts start from, so that applying a record
@@ -2198,8 +2246,21 @@ class log_store {
       min_seq = std::min(min_seq, seq);
       max_seq = std::max(max_seq, seq);
     }
+    /// Takes the records that `t` holds in refs as the second part (later) of this one's.
+    void take_later(prepared&& t) {
+      for (std::size_t k = 0; k < keydir_type::shards(); ++k) later[k] = std::move(t.refs[k]);
+      sketch.merge(t.sketch);
+      for (std::size_t i = 0; i < recovery_parts; ++i) {
+        totals& a = part_totals[i];
+        const totals& b = t.part_totals[i];
+        a.records += b.records, a.bytes += b.bytes, a.tomb_records += b.tomb_records, a.tomb_bytes += b.tomb_bytes;
+      }
+      min_seq = std::min(min_seq, t.min_seq);
+      max_seq = std::max(max_seq, t.max_seq);
+    }
     void clear_records() {
       for (auto& r : refs) r = {};
+      for (auto& r : later) r = {};
       sketch = {};
       for (auto& t : part_totals) t = {};
       min_seq = ~std::uint64_t{0}, max_seq = 0;
@@ -2218,7 +2279,61 @@ class log_store {
     std::uint64_t err_off = error::npos;
   };
 
-  static prepared prepare(const state& s, std::uint32_t id, bool newest) {
+  /// Reads a large hint (options::hint_split_bytes) into `p` as
+  /// validate_hint() would, in two threads:
+  /// this one checks the frame, finds the entry nearest the middle, starts a
+  /// thread on the entries from there on and checks the file's checksum and
+  /// the first half meanwhile. Returns whether the hint validated; if not,
+  /// `p` holds no records and the caller reads the hint again in one thread
+  /// (which fills `out` for the report).
+  static bool read_hint_halves(const state& s, prepared& p, std::span<const std::byte> image, std::uint32_t id,
+                               std::uint64_t size, hint_summary& out) {
+    hint_frame fr;
+    if (!check_hint_frame<checksum_type>(image, id, s.codec_id, size, out, fr, true)) return false;
+    const std::byte* const mid = hint_entry_near(fr, static_cast<std::size_t>(fr.end - fr.entries) / 2);
+    if (!mid) return false;
+    const auto start = static_cast<std::uint32_t>(hint_format::decode_fields(mid).offset);  // (checked by the walk)
+    const auto mid_at = static_cast<std::uint32_t>(mid - fr.begin);
+    prepared second;
+    for (std::size_t k = 0; k < keydir_type::shards(); ++k) {
+      // Room for half each (the caller's reserve was for all). Untouched, it costs nothing.
+      const std::size_t half = p.refs[k].capacity() / 2 + 16;
+      p.refs[k] = {};
+      p.refs[k].reserve(half);
+      second.refs[k].reserve(half);
+    }
+    std::size_t cursor = 0;
+    hint_run a, b;
+    bool ok = false;
+    {
+      detail::task<bool> other(true, [&] {
+        return walk_hint_entries(fr, out, id, size, mid, fr.end, b, [&](const hint_entry& he, std::size_t at) {
+          second.add(Hasher{}(he.key), he.offset, static_cast<std::uint32_t>(at), he.flags, he.size, he.seq,
+                     he.replaces);
+          p.dir.add_later(cursor, start, he.offset, static_cast<std::uint32_t>(at));
+        });
+      });
+      ok = hint_checksum_ok<checksum_type>(image, out) &&
+           walk_hint_entries(fr, out, id, size, fr.entries, mid, a, [&](const hint_entry& he, std::size_t at) {
+             p.add(Hasher{}(he.key), he.offset, static_cast<std::uint32_t>(at), he.flags, he.size, he.seq,
+                   he.replaces);
+             // (A record from `start` on is in a hint that does not validate:
+             // its bucket is the other thread's.)
+             if (he.offset < start) p.dir.add(he.offset, static_cast<std::uint32_t>(at));
+           });
+      ok = other.get() && ok;
+    }
+    if (!ok || !join_hint_runs(out, a, b)) {
+      p.clear_records();
+      return false;
+    }
+    p.dir.join(cursor, start, mid_at);
+    assert(p.dir.built_as_one_walk(fr.begin, fr.entries, fr.end));
+    p.take_later(std::move(second));
+    return true;
+  }
+
+  static prepared prepare(const state& s, std::uint32_t id, bool newest, bool parallel) {
     prepared p;
     p.id = id;
     p.newest = newest;
@@ -2303,12 +2418,19 @@ class log_store {
       p.dir.size_for(size, expect);
       // (Entry offsets are kept in 32 bits. A valid hint is smaller than its
       // segment, each entry smaller than its record: the check is defensive.)
-      const bool valid =
-          image.size() <= UINT32_MAX &&
-          validate_hint<checksum_type>(image, id, s.codec_id, size, hs_sum, [&](const hint_entry& he, std::size_t at) {
-            p.add(Hasher{}(he.key), he.offset, static_cast<std::uint32_t>(at), he.flags, he.size, he.seq, he.replaces);
+      bool valid = false;
+      if (image.size() <= UINT32_MAX) {
+        auto add = [&p](const hint_entry& he, std::size_t at) {
+          p.add(Hasher{}(he.key), he.offset, static_cast<std::uint32_t>(at), he.flags, he.size, he.seq, he.replaces);
+        };
+        if (!(parallel && image.size() >= s.opts.hint_split_bytes && read_hint_halves(s, p, image, id, size, hs_sum)))
+          valid = validate_hint<checksum_type>(image, id, s.codec_id, size, hs_sum, [&](const hint_entry& he, std::size_t at) {
+            add(he, at);
             p.dir.add(he.offset, static_cast<std::uint32_t>(at));
           });
+        else
+          valid = true;
+      }
       if (valid) {
         p.from_hint = true;
         // (The entries end where the sketch, if any, and the trailer begin.)
@@ -2580,8 +2702,8 @@ class log_store {
     std::size_t launched = 0;
     auto launch = [&] {
       if (launched < ids.size()) {
-        ahead.emplace_back(parallel, [&s, id = ids[launched], newest = ids[launched] == last_active] {
-          return prepare(s, id, newest);
+        ahead.emplace_back(parallel, [&s, parallel, id = ids[launched], newest = ids[launched] == last_active] {
+          return prepare(s, id, newest, parallel);
         });
         ++launched;
       }
@@ -2620,14 +2742,14 @@ class log_store {
         }
         std::vector<typename prepared::ref> refs;
         std::vector<std::uint32_t> counts;
-        std::vector<const std::vector<typename prepared::ref>*> lists(batch.size());
+        std::vector<const std::vector<typename prepared::ref>*> lists(2 * batch.size());
         // Records applied so far, and of those, ones whose hash the keydir had.
         std::size_t applied = 0, met = 0;
         for (std::size_t k = part; k < keydir_type::shards(); k += recovery_parts) {
           // The shard's records in the order of their home slots (the hash's
           // high bits), so that the table is filled front to back, not at
           // random: a record whose key is new costs no cache miss.
-          for (std::size_t b = 0; b < batch.size(); ++b) lists[b] = &batch[b].refs[k];
+          for (std::size_t b = 0; b < batch.size(); ++b) lists[2 * b] = &batch[b].refs[k], lists[2 * b + 1] = &batch[b].later[k];
           unsigned bits = 0;
           sort_by_hash<typename prepared::ref>(lists, refs, counts, bits);
           const std::size_t count = refs.size();
@@ -2794,8 +2916,7 @@ class log_store {
       for (prepared& q : batch) {
         const std::size_t i = index_of(q.id);
         const auto seg = segs[i];
-        std::size_t n = 0;
-        for (const auto& r : q.refs) n += r.size();
+        const std::size_t n = q.records();
         for (const auto& pt : q.part_totals) any_tombstone = any_tombstone || pt.tomb_records > 0;
         if (n > 0) {
           seg->counters().note_seq(q.min_seq);
@@ -2862,8 +2983,7 @@ class log_store {
       segs.push_back(p.seg);
       hints.push_back(std::move(p.hint));
       dirs.push_back(std::move(p.dir));
-      std::size_t n = 0;
-      for (const auto& r : p.refs) n += r.size();
+      const std::size_t n = p.records();
       keys.merge(p.sketch);
       if (!sketched[idx]) sketched_records += n;
       if (const std::size_t want = keys_expected(keys, sketched_records, unsketched_total); want > reserved) {
@@ -2873,7 +2993,7 @@ class log_store {
       // What the segment holds while it waits, in refs: the lists' capacity
       // (reserved from the trailer's count, at least 16 per shard) and the
       // rest of `prepared`, so that many small segments cannot pile up.
-      for (const auto& r : p.refs) batch_refs += r.capacity();
+      batch_refs += p.ref_capacity();
       batch_refs += sizeof(prepared) / sizeof(typename prepared::ref) + 1;
       batch.push_back(std::move(p));
       if (batch_refs >= s.opts.recovery_batch_records || batch.size() == batch_max_segments)

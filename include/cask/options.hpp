@@ -115,6 +115,12 @@ struct options {
   /// than they save. Default 1 MiB; 0: always with threads.
   std::uint64_t parallel_recovery_bytes = std::uint64_t{1} << 20;
 
+  /// With helper threads (parallel_recovery_bytes), open reads a hint file
+  /// of at least this many bytes in two threads, each checking and decoding
+  /// half of its entries. Default 4 MiB (a hint of about 150,000 keys);
+  /// 0: every hint of two entries or more.
+  std::uint64_t hint_split_bytes = std::uint64_t{4} << 20;
+
   /// Open applies the records of consecutive segments to the keydir in
   /// batches, each in one pass over the keydir's tables (docs/DESIGN.md "Data
   /// flow"). A batch closes once what its segments hold while they wait,

@@ -1,5 +1,7 @@
 // Fuzz target: the hint decoder, cask::validate_hint and
-// for_each_hint_entry, as recovery calls them on a hint file image.
+// for_each_hint_entry, as recovery calls them on a hint file image, and the
+// same check in two runs (check_hint_frame, walk_hint_entries,
+// join_hint_runs), as recovery reads a large hint in two threads.
 //
 // Input: one mode byte, then the segment size the caller passes (u32, little
 // endian), then the hint file image. Mode bit 0: fix up the image's header and
@@ -18,7 +20,9 @@
 #include <cask/hash.hpp>
 #include <cask/hint.hpp>
 
+#include <algorithm>
 #include <cstring>
+#include <utility>
 #include <memory>
 #include <vector>
 
@@ -54,7 +58,46 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::span<const std::byte> file(owned.get(), image.size());
 
   cask::hint_summary sum;
-  if (!cask::validate_hint<checksum>(file, segment_id, codec_id, segment_bytes, sum)) return 0;
+  std::vector<std::pair<std::size_t, cask::hint_entry>> seen;  // (entry offset, entry)
+  const bool valid = cask::validate_hint<checksum>(file, segment_id, codec_id, segment_bytes, sum,
+                                                   [&](const cask::hint_entry& e, std::size_t at) { seen.push_back({at, e}); });
+  // Read in two runs split at the entry nearest any point (as recovery reads
+  // a large hint in two threads), the image validates exactly when it does in
+  // one, with the same entries.
+  {
+    cask::hint_summary s2;
+    cask::hint_frame fr;
+    if (cask::check_hint_frame<checksum>(file, segment_id, codec_id, segment_bytes, s2, fr, true)) {
+      const std::size_t span = static_cast<std::size_t>(fr.end - fr.entries);
+      for (const std::size_t at : {std::size_t{0}, span / 3, span / 2, span - (span > 0)}) {
+        const std::byte* const mid = cask::hint_entry_near(fr, at);
+        if (!mid) continue;
+        std::vector<std::pair<std::size_t, cask::hint_entry>> got;
+        auto keep = [&](const cask::hint_entry& e, std::size_t off) { got.push_back({off, e}); };
+        cask::hint_run a, b;
+        const bool ok_b = cask::walk_hint_entries(fr, s2, segment_id, segment_bytes, mid, fr.end, b, keep);
+        const std::size_t from_b = got.size();
+        const bool ok_a = cask::walk_hint_entries(fr, s2, segment_id, segment_bytes, fr.entries, mid, a, keep);
+        const bool split_valid = cask::hint_checksum_ok<checksum>(file, s2) && ok_a && ok_b && cask::join_hint_runs(s2, a, b);
+        FUZZ_CHECK(split_valid == valid, "split at %zu: %s, whole: %s", at, split_valid ? "valid" : "invalid",
+                   valid ? "valid" : "invalid");
+        if (!valid) continue;
+        std::rotate(got.begin(), got.begin() + static_cast<std::ptrdiff_t>(from_b), got.end());  // first run first
+        FUZZ_CHECK(got.size() == seen.size(), "split at %zu: %zu entries of %zu", at, got.size(), seen.size());
+        for (std::size_t i = 0; i < got.size(); ++i) {
+          const auto& x = got[i].second;
+          const auto& y = seen[i].second;
+          FUZZ_CHECK(got[i].first == seen[i].first && x.seq == y.seq && x.offset == y.offset && x.size == y.size &&
+                         x.flags == y.flags && x.key.data() == y.key.data() && x.key.size() == y.key.size() &&
+                         x.replaces == y.replaces,
+                     "split at %zu: entry %zu differs", at, i);
+        }
+      }
+    } else {
+      FUZZ_CHECK(!valid, "the frame alone did not validate");
+    }
+  }
+  if (!valid) return 0;
 
   FUZZ_CHECK(file.size() >= fmt::file_header_size + trailer, "accepted a %zu-byte image", file.size());
   FUZZ_CHECK(sum.segment_bytes == segment_bytes, "segment size");
