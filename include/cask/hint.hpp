@@ -357,14 +357,16 @@ bool hint_checksum_ok(std::span<const std::byte> file, hint_summary& out) {
 /// after the record of the entry before in the run (file order), inside the
 /// trailer's sequence range (`out`); the run must end exactly at `to`. Calls
 /// on_entry(const hint_entry&, std::size_t entry_offset) for each entry as
-/// it is checked. Returns false at the first fault. join_hint_runs() checks
-/// what lies across runs.
+/// it is checked. Returns false at the first fault (leaving `run` as it
+/// was). join_hint_runs() checks what lies across runs.
 template <class OnEntry>
 bool walk_hint_entries(const hint_frame& fr, const hint_summary& out, std::uint32_t segment_id,
                        std::uint64_t segment_bytes, const std::byte* from, const std::byte* to, hint_run& run,
                        OnEntry&& on_entry) {
   const std::byte* const t = fr.end;
-  std::uint64_t record_end = format::file_header_size;
+  // (Counted in locals, stored once at the end: two threads walk the two
+  // runs of one hint, and their hint_runs may share a cache line.)
+  std::uint64_t record_end = format::file_header_size, n = 0, lo = ~std::uint64_t{0}, hi = 0, first_record = 0;
   const std::byte* p = from;
   while (p < to) {
     const std::byte* const at = p;
@@ -397,19 +399,19 @@ bool walk_hint_entries(const hint_frame& fr, const hint_summary& out, std::uint3
     const std::uint64_t seq = out.min_seq + f.seq_delta, rsize = format::record_size(f.key_len, f.value_len);
     if (seq < format::first_sequence) return false;
     if (f.offset < record_end || f.offset + rsize > segment_bytes) return false;
-    if (run.n == 0) run.first_record = f.offset;
+    if (n == 0) first_record = f.offset;
     record_end = f.offset + rsize;
-    run.lo = std::min(run.lo, seq);
-    run.hi = std::max(run.hi, seq);
+    lo = std::min(lo, seq);
+    hi = std::max(hi, seq);
     on_entry(hint_entry{seq, static_cast<std::uint32_t>(f.offset), static_cast<std::uint32_t>(rsize), f.flags,
                         {f.key, static_cast<std::size_t>(f.key_len)},
                         {static_cast<std::uint32_t>(f.rseg), static_cast<std::uint32_t>(f.roff),
                          static_cast<std::uint32_t>(f.rsize)}},
              static_cast<std::size_t>(at - fr.begin));
     p = f.key + f.key_len;
-    ++run.n;
+    ++n;
   }
-  run.record_end = record_end;
+  run = {n, lo, hi, first_record, record_end};
   return p == to;
 }
 

@@ -23,7 +23,8 @@
 // different shards (shard_index()) may run concurrently, one thread per shard
 // (recovery builds the keydir so). Replaced tables are freed after a grace period.
 //
-// The policy interface (concept cask::keydir_policy): construction from an
+// The policy interface (what log_store asks of its Traits::keydir; no
+// concept in concepts.hpp spells it out yet): construction from an
 // epoch_domain&, and the public members below, taking `match`, a callable
 // bool(location) that says whether the record at a location holds the key.
 // Optional: image_layout, image, save_image(), load_image() and

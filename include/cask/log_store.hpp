@@ -39,7 +39,7 @@
 #include <cask/detail/task.hpp>
 
 #include <algorithm>
-#include <cassert>
+#include <cstdlib>
 #include <array>
 #include <bit>
 #include <concepts>
@@ -121,6 +121,10 @@ struct store_stats {
   std::uint64_t recovered_from_hints = 0;       ///< segments whose keydir entries came from a hint file at open
   std::uint64_t recovered_by_scan = 0;          ///< segments scanned at open (no valid hint file)
   bool recovered_from_snapshot = false;         ///< the keydir was loaded from the keydir snapshot at open
+  /// Records of one key met at open that the newer one's hint entry settled
+  /// by naming the older (what it replaced: FORMAT.md "Hint file"), with no
+  /// key compared.
+  std::uint64_t recovered_pairs_by_note = 0;
   std::vector<segment_stats> per_segment;       ///< ascending by id
 };
 
@@ -442,6 +446,7 @@ class log_store {
     st.recovered_from_hints = s.segments_from_hints;
     st.recovered_by_scan = s.segments_scanned;
     st.recovered_from_snapshot = s.from_snapshot;
+    st.recovered_pairs_by_note = s.pairs_by_note;
     detail::epoch_domain::guard g(s.epoch);
     const segment_table_type* tab = s.segtab.load(std::memory_order_seq_cst);
     const segment_type* active = s.active_raw.load(std::memory_order_seq_cst);
@@ -557,6 +562,7 @@ class log_store {
     // skip): a merge may skip the same damage. Set at open, read-only after.
     std::vector<std::uint32_t> scanned_with_damage;
     std::uint64_t segments_from_hints = 0, segments_scanned = 0;
+    std::uint64_t pairs_by_note = 0;  // store_stats::recovered_pairs_by_note
     bool from_snapshot = false;  // the keydir came from the keydir snapshot
 
     // Merging and hint writing: the maintenance thread, and merge() callers.
@@ -2106,16 +2112,22 @@ class log_store {
       const unsigned log2_avg = avg > 0 ? static_cast<unsigned>(std::bit_width(avg)) - 1 : 0;
       shift = std::clamp(log2_avg, 5u, 31u);
       buckets = static_cast<std::size_t>(span >> shift) + 2;  // the last one past every record
-      first.reset(new std::uint32_t[buckets]);  // (every bucket is written, in order, by add and finish)
+      first.reset(new std::uint32_t[buckets]);  // (every bucket is written: by add and finish, or by add_at, add_later and join)
       filled = 0;
     }
     std::size_t bucket(std::uint32_t record) const noexcept {
       return static_cast<std::size_t>((record - format::file_header_size) >> shift);
     }
     /// Called for each entry, in file order.
-    void add(std::uint32_t record, std::uint32_t entry) noexcept {
-      for (const std::size_t b = bucket(record); filled <= b; ++filled) first[filled] = entry;
+    void add(std::uint32_t record, std::uint32_t entry) noexcept { add_at(filled, record, entry); }
+    /// add() with the cursor (`filled`) kept by the caller: the first of two
+    /// runs of entries read side by side (add_later(), join()), so that the
+    /// directory itself is only read while they run.
+    void add_at(std::size_t& cursor, std::uint32_t record, std::uint32_t entry) noexcept {
+      for (const std::size_t b = bucket(record); cursor <= b; ++cursor) first[cursor] = entry;
     }
+    /// Forgets what add() wrote (a hint read in halves that did not validate).
+    void restart() noexcept { filled = 0; }
     void finish(std::uint32_t entries_end) noexcept {
       for (; filled < buckets; ++filled) first[filled] = entries_end;
     }
@@ -2128,16 +2140,18 @@ class log_store {
       if (cursor == 0) cursor = bucket(start) + 1;
       for (const std::size_t b = bucket(record); cursor <= b; ++cursor) first[cursor] = entry;
     }
-    /// Once both runs are read: the buckets between the first run's last
+    /// Once both runs are read, with the first run's cursor (add_at()) and
+    /// the second's (add_later()): the buckets between the first run's last
     /// record and the second's first (at `start`, its entry at `entry`), then
     /// on from the second run's cursor.
-    void join(std::size_t cursor, std::uint32_t start, std::uint32_t entry) noexcept {
+    void join(std::size_t first_cursor, std::size_t cursor, std::uint32_t start, std::uint32_t entry) noexcept {
+      filled = first_cursor;
       for (const std::size_t b = bucket(start); filled <= b; ++filled) first[filled] = entry;
       filled = std::max(filled, cursor);
     }
     /// Whether the buckets written so far are those add() alone writes for
     /// the entries from `entries` to `end` of the hint image at `begin`
-    /// (a check of join(), in debug builds).
+    /// (a check of join() under CASK_CHECK_INVARIANTS, as the tests build).
     bool built_as_one_walk(const std::byte* begin, const std::byte* entries, const std::byte* end) const noexcept {
       std::size_t f = 0;
       for (const std::byte* p = entries; p < end;) {
@@ -2269,7 +2283,10 @@ class log_store {
     /// keydir is final), and where to find a record's entry in it.
     typename io_type::mapping hint;
     hint_directory dir;
-    detail::key_sketch sketch;       // of the records' keys, from their hashes
+    // Of the records' keys, from their hashes. (In a cache line of its own:
+    // the reader of a hint's second half reads `dir` while the first half's
+    // writes this.)
+    alignas(64) detail::key_sketch sketch;
     bool from_hint = false;
     bool rewrite_hint = false;       // from a hint whose sketch is not its entries'
     bool partial = false;         // a newest segment whose header never became valid
@@ -2284,8 +2301,9 @@ class log_store {
   /// this one checks the frame, finds the entry nearest the middle, starts a
   /// thread on the entries from there on and checks the file's checksum and
   /// the first half meanwhile. Returns whether the hint validated; if not,
-  /// `p` holds no records and the caller reads the hint again in one thread
-  /// (which fills `out` for the report).
+  /// `p` holds no records, its directory nothing, `out` nothing, and the
+  /// caller reads the hint again in one thread (which fills `out` for the
+  /// report).
   static bool read_hint_halves(const state& s, prepared& p, std::span<const std::byte> image, std::uint32_t id,
                                std::uint64_t size, hint_summary& out) {
     hint_frame fr;
@@ -2302,7 +2320,7 @@ class log_store {
       p.refs[k].reserve(half);
       second.refs[k].reserve(half);
     }
-    std::size_t cursor = 0;
+    std::size_t cursor = 0, first_cursor = 0;
     hint_run a, b;
     bool ok = false;
     {
@@ -2319,16 +2337,21 @@ class log_store {
                    he.replaces);
              // (A record from `start` on is in a hint that does not validate:
              // its bucket is the other thread's.)
-             if (he.offset < start) p.dir.add(he.offset, static_cast<std::uint32_t>(at));
+             if (he.offset < start) p.dir.add_at(first_cursor, he.offset, static_cast<std::uint32_t>(at));
            });
       ok = other.get() && ok;
     }
     if (!ok || !join_hint_runs(out, a, b)) {
       p.clear_records();
+      p.dir.restart();
+      out = {};
       return false;
     }
-    p.dir.join(cursor, start, mid_at);
-    assert(p.dir.built_as_one_walk(fr.begin, fr.entries, fr.end));
+    p.dir.join(first_cursor, cursor, start, mid_at);
+#ifdef CASK_CHECK_INVARIANTS
+    // (A second walk of the whole hint: tests only.)
+    if (!p.dir.built_as_one_walk(fr.begin, fr.entries, fr.end)) std::abort();
+#endif
     p.take_later(std::move(second));
     return true;
   }
@@ -2727,6 +2750,7 @@ class log_store {
     auto apply_batch = [&]() -> bool {
       const std::size_t first = segs.size() - batch.size();  // batch[b]'s segment is segs[first + b]
       const bool fresh = s.keydir.size() == 0;                // no record of an earlier batch to meet
+      std::uint64_t by_note_in[recovery_parts] = {};          // pairs settled by a note, by part
       // Each part of the records goes to its own shards of the keydir, so the
       // parts are applied in parallel; they read the segment table and the
       // hint images, which stay as they are meanwhile.
@@ -2745,6 +2769,7 @@ class log_store {
         std::vector<const std::vector<typename prepared::ref>*> lists(2 * batch.size());
         // Records applied so far, and of those, ones whose hash the keydir had.
         std::size_t applied = 0, met = 0;
+        std::uint64_t noted = 0;  // pairs settled by a note (to by_note_in at the end)
         for (std::size_t k = part; k < keydir_type::shards(); k += recovery_parts) {
           // The shard's records in the order of their home slots (the hash's
           // high bits), so that the table is filled front to back, not at
@@ -2879,6 +2904,7 @@ class log_store {
                 [&](location) { return by_note || r.seq > o.seq; });
             if (!old) continue;  // a new key: counted live (or, a tombstone, dead) already
             ++met;
+            noted += by_note;
             if (!by_note) old_size = o.size;
             if (by_note || r.seq > o.seq) {
               if (!old->tombstone) {
@@ -2891,6 +2917,7 @@ class log_store {
             }
           }
         }
+        by_note_in[part] = noted;
         return w;
       };
       std::vector<tally> parts[recovery_parts];
@@ -2905,6 +2932,7 @@ class log_store {
         for (std::size_t k = 1; k < recovery_parts; ++k)
           if (others[k - 1]) parts[k] = others[k - 1]->get();
       }
+      for (const std::uint64_t n : by_note_in) s.pairs_by_note += n;
       for (const auto& w : parts) {
         for (std::size_t i = 0; i < w.size(); ++i) {
           const tally& t = w[i];

@@ -118,14 +118,15 @@ struct options {
   /// With helper threads (parallel_recovery_bytes), open reads a hint file
   /// of at least this many bytes in two threads, each checking and decoding
   /// half of its entries. Default 4 MiB (a hint of about 150,000 keys);
-  /// 0: every hint of two entries or more.
+  /// 0: every hint with an entry that starts past the middle of its
+  /// entries (any of two entries or more but one whose first entry covers the middle).
   std::uint64_t hint_split_bytes = std::uint64_t{4} << 20;
 
   /// Open applies the records of consecutive segments to the keydir in
   /// batches, each in one pass over the keydir's tables (docs/DESIGN.md "Data
   /// flow"). A batch closes once what its segments hold while they wait,
   /// counted in 32-byte records (each segment's record lists as reserved,
-  /// and about 2.5 KiB besides), reaches this, or at 65535 segments; the
+  /// and about 4 KiB besides), reaches this, or at 65535 segments; the
   /// segment that reaches it is in the batch. So this bounds what open holds
   /// beside the keydir; fewer passes are faster where the keydir is larger
   /// than the cache. Default 2^22 (about 128 MiB, plus one segment's). 0: a

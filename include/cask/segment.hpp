@@ -33,8 +33,9 @@ namespace cask {
 /// Per-segment accounting, kept by the writer, read by stats().
 ///
 /// One thread at a time changes the counters: the writer, under the store's
-/// write lock (puts, erases, a merge's swap), or recovery before the store is
-/// shared. So a change is a relaxed load and store, not a read-modify-write:
+/// write lock (puts, erases, a merge's swap), or, before the segment is
+/// published to other threads, recovery, a snapshot load or the merger
+/// filling its output. So a change is a relaxed load and store, not a read-modify-write:
 /// a locked add would wait for the writer's earlier stores (the record, the
 /// keydir slot, both often cache misses) to drain, on every put.
 struct segment_counters {
