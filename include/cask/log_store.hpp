@@ -2260,6 +2260,10 @@ class log_store {
       min_seq = std::min(min_seq, seq);
       max_seq = std::max(max_seq, seq);
     }
+    /// add() for the entry at `at` of this segment's hint.
+    void add_entry(const hint_entry& he, std::size_t at) {
+      add(Hasher{}(he.key), he.offset, static_cast<std::uint32_t>(at), he.flags, he.size, he.seq, he.replaces);
+    }
     /// Takes the records that `t` holds in refs as the second part (later) of this one's.
     void take_later(prepared&& t) {
       for (std::size_t k = 0; k < keydir_type::shards(); ++k) later[k] = std::move(t.refs[k]);
@@ -2326,15 +2330,13 @@ class log_store {
     {
       detail::task<bool> other(true, [&] {
         return walk_hint_entries(fr, out, id, size, mid, fr.end, b, [&](const hint_entry& he, std::size_t at) {
-          second.add(Hasher{}(he.key), he.offset, static_cast<std::uint32_t>(at), he.flags, he.size, he.seq,
-                     he.replaces);
+          second.add_entry(he, at);
           p.dir.add_later(cursor, start, he.offset, static_cast<std::uint32_t>(at));
         });
       });
       ok = hint_checksum_ok<checksum_type>(image, out) &&
            walk_hint_entries(fr, out, id, size, fr.entries, mid, a, [&](const hint_entry& he, std::size_t at) {
-             p.add(Hasher{}(he.key), he.offset, static_cast<std::uint32_t>(at), he.flags, he.size, he.seq,
-                   he.replaces);
+             p.add_entry(he, at);
              // (A record from `start` on is in a hint that does not validate:
              // its bucket is the other thread's.)
              if (he.offset < start) p.dir.add_at(first_cursor, he.offset, static_cast<std::uint32_t>(at));
@@ -2441,19 +2443,13 @@ class log_store {
       p.dir.size_for(size, expect);
       // (Entry offsets are kept in 32 bits. A valid hint is smaller than its
       // segment, each entry smaller than its record: the check is defensive.)
-      bool valid = false;
-      if (image.size() <= UINT32_MAX) {
-        auto add = [&p](const hint_entry& he, std::size_t at) {
-          p.add(Hasher{}(he.key), he.offset, static_cast<std::uint32_t>(at), he.flags, he.size, he.seq, he.replaces);
-        };
-        if (!(parallel && image.size() >= s.opts.hint_split_bytes && read_hint_halves(s, p, image, id, size, hs_sum)))
-          valid = validate_hint<checksum_type>(image, id, s.codec_id, size, hs_sum, [&](const hint_entry& he, std::size_t at) {
-            add(he, at);
-            p.dir.add(he.offset, static_cast<std::uint32_t>(at));
-          });
-        else
-          valid = true;
-      }
+      const bool valid =
+          image.size() <= UINT32_MAX &&
+          ((parallel && image.size() >= s.opts.hint_split_bytes && read_hint_halves(s, p, image, id, size, hs_sum)) ||
+           validate_hint<checksum_type>(image, id, s.codec_id, size, hs_sum, [&](const hint_entry& he, std::size_t at) {
+             p.add_entry(he, at);
+             p.dir.add(he.offset, static_cast<std::uint32_t>(at));
+           }));
       if (valid) {
         p.from_hint = true;
         // (The entries end where the sketch, if any, and the trailer begin.)
