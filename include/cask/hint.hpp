@@ -302,6 +302,16 @@ struct hint_run {
   std::uint64_t record_end = 0;          ///< where the last entry's record ends (if n > 0)
 };
 
+/// Whether the trailer's checksum is the file's (checked by
+/// check_hint_frame() unless deferred); sets out.trailer_valid if so.
+template <class Checksum>
+bool hint_checksum_ok(std::span<const std::byte> file, hint_summary& out) {
+  if (file.size() < hint_format::trailer_size) return false;
+  const std::byte* const trailer = file.data() + file.size() - hint_format::trailer_size;
+  out.trailer_valid = format::unmask(detail::load_u32(trailer + 36)) == Checksum::compute(file.data(), file.size() - 4);
+  return out.trailer_valid;
+}
+
 /// The first half of validate_hint(): the header (kind, hint format version,
 /// codec, checksum, segment id, no flags), the trailer's checksum over the
 /// file unless `defer_checksum` (then hint_checksum_ok() is the caller's to
@@ -319,10 +329,7 @@ bool check_hint_frame(std::span<const std::byte> file, std::uint32_t segment_id,
   const std::size_t sketch_bytes = h.version >= 3 ? hint_format::sketch_size : 0;
   if (file.size() < format::file_header_size + sketch_bytes + hint_format::trailer_size) return false;
   const std::byte* const trailer = file.data() + file.size() - hint_format::trailer_size;
-  if (!defer_checksum) {
-    if (format::unmask(load_u32(trailer + 36)) != Checksum::compute(file.data(), file.size() - 4)) return false;
-    out.trailer_valid = true;
-  }
+  if (!defer_checksum && !hint_checksum_ok<Checksum>(file, out)) return false;
   out.records = load_u64(trailer);
   out.segment_bytes = load_u64(trailer + 8);
   out.min_seq = load_u64(trailer + 16);
@@ -338,16 +345,6 @@ bool check_hint_frame(std::span<const std::byte> file, std::uint32_t segment_id,
   if (out.min_seq > out.max_seq || out.max_seq > format::max_sequence) return false;
   fr = {file.data(), file.data() + format::file_header_size, t, h.version};
   return true;
-}
-
-/// Whether the trailer's checksum is the file's (check_hint_frame() with
-/// `defer_checksum`); sets out.trailer_valid if so.
-template <class Checksum>
-bool hint_checksum_ok(std::span<const std::byte> file, hint_summary& out) {
-  if (file.size() < hint_format::trailer_size) return false;
-  const std::byte* const trailer = file.data() + file.size() - hint_format::trailer_size;
-  out.trailer_valid = format::unmask(detail::load_u32(trailer + 36)) == Checksum::compute(file.data(), file.size() - 4);
-  return out.trailer_valid;
 }
 
 /// Walks the entries of the frame `fr` from `from` (an entry's start) to `to`
