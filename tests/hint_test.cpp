@@ -3,6 +3,7 @@
 #define BOOST_TEST_MODULE hint
 #include <boost/test/unit_test.hpp>
 
+#include "no_threads.hpp"
 #include "test_util.hpp"
 
 #include <algorithm>
@@ -439,6 +440,40 @@ BOOST_AUTO_TEST_CASE(recovery_with_and_without_threads_builds_the_same_keydir) {
     }
     BOOST_TEST(got[0].size() >= 2u);
     BOOST_TEST(same_segments(got[0], got[1]));
+  }
+}
+
+// Where the system refuses recovery's helper threads (a process or thread
+// limit), open recovers in the opening thread alone: the same keydir, from
+// hints read whole and from scans. (A read-only open, which starts no
+// background thread of its own; the child cannot write what the parent made.)
+BOOST_AUTO_TEST_CASE(recovery_where_threads_are_refused_builds_the_same_keydir) {
+  temp_dir d("nothreads");
+  const model m = build(d / "hinted");
+  copy_dir(d / "hinted", d / "scanned");
+  remove_index_files(d / "scanned");
+  auto o = opts();
+  o.read_only = true;
+  for (const char* name : {"hinted", "scanned"}) {
+    const auto dir = d / name;
+    std::vector<cask::segment_stats> want;
+    std::uint64_t from_hints = 0, by_scan = 0;
+    {
+      auto db = string_store::open(dir, o);  // with its helper threads
+      const auto st = db.stats();
+      want = live_dead(st);
+      from_hints = st.recovered_from_hints;
+      by_scan = st.recovered_by_scan;
+    }
+    const auto r = run_where_threads_are_refused([&] {
+      auto db = string_store::open(dir, o);
+      const auto st = db.stats();
+      return contents(db) == m && same_segments(live_dead(st), want) && st.recovered_from_hints == from_hints &&
+             st.recovered_by_scan == by_scan;
+    });
+    BOOST_TEST((r == refused_threads_result::passed), name << ": child ended " << static_cast<int>(r));
+    BOOST_TEST(want.size() >= 2u);
+    BOOST_TEST((std::string(name) == "hinted" ? from_hints : by_scan) >= 2u);
   }
 }
 

@@ -2,6 +2,7 @@
 #define BOOST_TEST_MODULE log_store
 #include <boost/test/unit_test.hpp>
 
+#include "no_threads.hpp"
 #include "test_util.hpp"
 
 #include <cctype>
@@ -428,4 +429,36 @@ BOOST_AUTO_TEST_CASE(pages_mapped_ahead_never_stay_in_sealed_segments) {
   BOOST_TEST(events.empty());
   BOOST_TEST(db.size() == m.size());
   for (const auto& [k, v] : m) BOOST_REQUIRE(db.get(k) == v);
+}
+
+// Where the system refuses a writer's background threads (a process or
+// thread limit), open fails with that error, naming the directory, and
+// stops the threads it had started (with one allowed, the second is
+// refused): never std::terminate for a thread left running. What the
+// refused opens leave is a store that opens and takes writes.
+BOOST_AUTO_TEST_CASE(an_open_whose_threads_are_refused_fails_and_leaves_the_store_usable) {
+  temp_dir d("nothreads");
+  // The child may run as nobody: the directory is its to write in.
+  std::filesystem::permissions(d.path(), std::filesystem::perms::all, std::filesystem::perm_options::add);
+  for (const unsigned allowed : {0u, 1u}) {
+    const auto dir = d / ("allowed" + std::to_string(allowed));
+    const auto r = run_where_threads_are_refused(
+        [&] {
+          std::error_code ec;
+          auto db = string_store::open(dir, cask::options{}, ec);
+          if (db || ec != std::errc::resource_unavailable_try_again) return false;
+          try {
+            (void)string_store::open(dir);
+          } catch (const cask::error& e) {
+            return e.code() == std::errc::resource_unavailable_try_again && e.path() == dir;
+          }
+          return false;
+        },
+        allowed);
+    BOOST_TEST((r == refused_threads_result::passed), allowed << " allowed: the child ended " << static_cast<int>(r));
+    auto db = string_store::open(dir);
+    BOOST_TEST(db.empty());
+    db.put("k", "v");
+    BOOST_TEST((db.get("k") == "v"));
+  }
 }

@@ -1,11 +1,13 @@
 // detail::task and detail::job (recovery's parallel steps): a task given a
 // thread runs on it, one not given one runs in get(), results and exceptions
-// reach get(), and destruction joins a running task and never runs one that
-// had no thread.
+// reach get(), destruction joins a running task and never runs one that had
+// no thread, and a task whose thread the system refuses runs in get().
 #define BOOST_TEST_MODULE task
 #include <boost/test/unit_test.hpp>
 
 #include <cask/detail/task.hpp>
+
+#include "no_threads.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -43,6 +45,29 @@ BOOST_AUTO_TEST_CASE(a_task_without_a_thread_runs_in_get_on_the_caller) {
   BOOST_TEST(t.get() == std::string(100, 'x'));
   BOOST_TEST(ran);
   BOOST_TEST((where == std::this_thread::get_id()));
+}
+
+// A thread the system will not start (a process or thread limit) costs only
+// the parallelism: the task runs in get(), on the caller, as one not given a
+// thread, and its exceptions still reach get().
+BOOST_AUTO_TEST_CASE(a_task_whose_thread_is_refused_runs_in_get) {
+  const auto r = cask_test::run_where_threads_are_refused([] {
+    std::thread::id where;
+    task<int> t(true, [&] {
+      where = std::this_thread::get_id();
+      return 42;
+    });
+    const bool result = t.get() == 42 && where == std::this_thread::get_id();
+    task<void> v(true, [] { throw std::out_of_range("refused"); });
+    bool rethrown = false;
+    try {
+      v.get();
+    } catch (const std::out_of_range&) {
+      rethrown = true;
+    }
+    return result && rethrown;
+  });
+  BOOST_TEST((r == cask_test::refused_threads_result::passed), "child ended " << static_cast<int>(r));
 }
 
 BOOST_AUTO_TEST_CASE(a_move_only_result_is_moved_out) {

@@ -1908,15 +1908,22 @@ class log_store {
       if (!reuse) ++s->next_id;
       install_active(*s, std::move(seg));
     }
-    if (!opts.read_only) {
-      state* raw = s.get();
+    if (!opts.read_only && !start_threads(*s, ec, site)) return nullptr;
+    return s;
+  }
+
+  /// Starts a writer's background threads: maintenance, prefaulting (if
+  /// asked for), the sync_interval flusher (if the sync policy has one). If
+  /// the system refuses one (std::thread throws std::system_error: a process
+  /// or thread limit), stops those started and reports the error, naming the
+  /// directory; the store is then closed as it was, so it can be opened again.
+  static bool start_threads(state& s, std::error_code& ec, detail::error_site* site) {
+    state* raw = &s;
+    try {
       raw->maint = std::thread([raw] { maintenance(*raw); });
       if constexpr (can_prefault)
-        if (opts.prefault_bytes > 0) raw->prefaulter = std::thread([raw] { prefault_loop(*raw); });
-    }
-    if constexpr (sync_type::background) {
-      if (!opts.read_only) {
-        state* raw = s.get();
+        if (s.opts.prefault_bytes > 0) raw->prefaulter = std::thread([raw] { prefault_loop(*raw); });
+      if constexpr (sync_type::background) {
         raw->flusher = std::thread([raw] {
           std::unique_lock lk(raw->flusher_mu);
           while (!raw->flusher_stop) {
@@ -1929,8 +1936,14 @@ class log_store {
           }
         });
       }
+    } catch (const std::system_error& e) {
+      stop_thread(s.flusher, s.flusher_mu, s.flusher_cv, s.flusher_stop);
+      stop_thread(s.prefaulter, s.prefault_mu, s.prefault_cv, s.prefault_stop);
+      stop_thread(s.maint, s.maint_mu, s.maint_cv, s.maint_stop);
+      detail::set_error(ec, site, e.code(), s.dir);
+      return false;
     }
-    return s;
+    return true;
   }
 
   static std::unique_ptr<state> reset_for_retry(std::unique_ptr<state> old) {

@@ -17,6 +17,7 @@
 #include <exception>
 #include <functional>
 #include <optional>
+#include <system_error>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -35,12 +36,19 @@ class job {
     if (thread_.joinable()) thread_.join();
   }
 
-  /// fn(arg) runs on a new thread when `on_thread`, else in wait(); `arg`
-  /// must stay valid until then. Throws std::system_error if no thread can
-  /// be started (and nothing runs).
+  /// fn(arg) runs on a new thread when `on_thread` and one can be started,
+  /// else in wait(); `arg` must stay valid until then. A thread the system
+  /// refuses (std::thread throws std::system_error: EAGAIN, a process or
+  /// thread limit reached) costs only the parallelism: every caller already
+  /// handles a job run in wait(), the choice it makes for small inputs.
   void start(bool on_thread, void (*fn)(void*), void* arg) {
     fn_ = fn, arg_ = arg;
-    if (on_thread) thread_ = std::thread([this] { run(); });
+    if (!on_thread) return;
+    try {
+      thread_ = std::thread([this] { run(); });
+    } catch (const std::system_error&) {
+      // No thread to be had: wait() runs it.
+    }
   }
   /// Waits for the function (running it here if it had no thread), then
   /// rethrows what it threw. Once per start().
