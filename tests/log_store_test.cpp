@@ -438,8 +438,7 @@ BOOST_AUTO_TEST_CASE(pages_mapped_ahead_never_stay_in_sealed_segments) {
 // refused opens leave is a store that opens and takes writes.
 BOOST_AUTO_TEST_CASE(an_open_whose_threads_are_refused_fails_and_leaves_the_store_usable) {
   temp_dir d("nothreads");
-  // The child may run as nobody: the directory is its to write in.
-  std::filesystem::permissions(d.path(), std::filesystem::perms::all, std::filesystem::perm_options::add);
+  open_to_others(d.path(), /*writable=*/true);  // the child may run as another user
   for (const unsigned allowed : {0u, 1u}) {
     const auto dir = d / ("allowed" + std::to_string(allowed));
     const auto r = run_where_threads_are_refused(

@@ -91,9 +91,11 @@ struct crc32c_hw {
       }
       std::size_t i = 0;
       for (; i + 64 <= block; i += 64) {
-        __builtin_prefetch(p + i + ahead);
-        __builtin_prefetch(p1 + i + ahead);
-        __builtin_prefetch(p2 + i + ahead);
+        if (i + ahead < block) {  // (past it, the lines were asked for, or lie outside the input)
+          __builtin_prefetch(p + i + ahead);
+          __builtin_prefetch(p1 + i + ahead);
+          __builtin_prefetch(p2 + i + ahead);
+        }
         for (std::size_t j = i; j < i + 64; j += 8) {
           std::uint64_t a, b, d;
           std::memcpy(&a, p + j, 8);

@@ -1916,8 +1916,17 @@ class log_store {
   /// asked for), the sync_interval flusher (if the sync policy has one). If
   /// the system refuses one (std::thread throws std::system_error: a process
   /// or thread limit), stops those started and reports the error, naming the
-  /// directory; the store is then closed as it was, so it can be opened again.
+  /// directory (anything else std::thread throws is rethrown, once they are
+  /// stopped). What the open did stays as a crash would leave it (its empty
+  /// active segment, which the next open reuses; no keydir snapshot).
   static bool start_threads(state& s, std::error_code& ec, detail::error_site* site) {
+    const auto stop_started = [&s]() noexcept {
+      // As close() stops them: `stopping` ends a hint write or merge under way.
+      s.stopping.store(true);
+      stop_thread(s.flusher, s.flusher_mu, s.flusher_cv, s.flusher_stop);
+      stop_thread(s.prefaulter, s.prefault_mu, s.prefault_cv, s.prefault_stop);
+      stop_thread(s.maint, s.maint_mu, s.maint_cv, s.maint_stop);
+    };
     state* raw = &s;
     try {
       raw->maint = std::thread([raw] { maintenance(*raw); });
@@ -1937,11 +1946,12 @@ class log_store {
         });
       }
     } catch (const std::system_error& e) {
-      stop_thread(s.flusher, s.flusher_mu, s.flusher_cv, s.flusher_stop);
-      stop_thread(s.prefaulter, s.prefault_mu, s.prefault_cv, s.prefault_stop);
-      stop_thread(s.maint, s.maint_mu, s.maint_cv, s.maint_stop);
+      stop_started();
       detail::set_error(ec, site, e.code(), s.dir);
       return false;
+    } catch (...) {
+      stop_started();
+      throw;
     }
     return true;
   }

@@ -10,8 +10,9 @@
 // which is not a template; task<T> adds only a std::function and the result.
 //
 // Thread safety: a job or task is used by the thread that created it; its
-// function runs on the job's own thread, and wait() or get() (or the
-// destructor) joins that thread before anything the function wrote is read.
+// function runs on the job's own thread (or, not given one or refused one by
+// the system, in wait() or get()), and wait() or get() (or the destructor)
+// joins that thread before anything the function wrote is read.
 #pragma once
 
 #include <exception>
@@ -39,8 +40,9 @@ class job {
   /// fn(arg) runs on a new thread when `on_thread` and one can be started,
   /// else in wait(); `arg` must stay valid until then. A thread the system
   /// refuses (std::thread throws std::system_error: EAGAIN, a process or
-  /// thread limit reached) costs only the parallelism: every caller already
-  /// handles a job run in wait(), the choice it makes for small inputs.
+  /// thread limit reached) costs only the parallelism, so a caller must
+  /// never wait for fn other than through wait() (recovery's callers only
+  /// start a job, do their own part, then wait()).
   void start(bool on_thread, void (*fn)(void*), void* arg) {
     fn_ = fn, arg_ = arg;
     if (!on_thread) return;
