@@ -49,6 +49,33 @@ BOOST_AUTO_TEST_CASE(hardware_and_portable_agree_on_every_length_and_alignment) 
   BOOST_TEST(checked > 16000u);
 }
 
+// Inputs of 24 KiB and more start with one chunk of three long streams (the
+// shift by their length kept for the last length seen), then short chunks
+// and a single stream: lengths on and around every boundary, alternating so
+// that the kept shift is both reused and replaced.
+BOOST_AUTO_TEST_CASE(hardware_and_portable_agree_on_long_inputs) {
+  if (!cask::crc32c_hw::supported()) {
+    BOOST_TEST_MESSAGE("no SSE4.2 on this CPU: the default policy uses Boost.CRC, checked above");
+    return;
+  }
+  std::vector<std::byte> buf(200000 + 8);
+  std::mt19937 g(9);
+  for (auto& b : buf) b = std::byte(g());
+  std::size_t checked = 0;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (const std::size_t len : {767u, 768u, 769u, 1535u, 1536u, 24575u, 24576u, 24577u, 24583u, 24584u, 25343u,
+                                  25344u, 30000u, 65536u, 65557u, 100003u, 200000u, 24576u, 24576u}) {
+      for (std::size_t align = 0; align < 8; align += 3) {
+        const std::uint32_t a = cask::crc32c_portable::compute(buf.data() + align, len);
+        const std::uint32_t b = cask::crc32c_hw::compute(buf.data() + align, len);
+        if (a != b) BOOST_FAIL("mismatch at length " << len << " alignment " << align);
+        ++checked;
+      }
+    }
+  }
+  BOOST_TEST(checked == 2u * 19u * 3u);
+}
+
 BOOST_AUTO_TEST_CASE(extend_equals_compute_of_the_concatenation) {
   std::vector<std::byte> buf(3000);
   std::mt19937 g(7);

@@ -18,6 +18,7 @@
 
 #include <boost/crc.hpp>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -54,6 +55,48 @@ struct crc32c_portable {
   }
 };
 
+namespace detail {
+
+// GF(2) arithmetic for combining crc32c_hw's three streams (the reflected
+// CRC-32C polynomial 0x82F63B78); the short chunks' table is made at compile time.
+
+/// a * b mod P; a, b and the result reflected (x^0 is bit 31).
+constexpr std::uint32_t crc32c_gf_mul(std::uint32_t a, std::uint32_t b) noexcept {
+  std::uint32_t r = 0;
+  for (int i = 0; i < 32; ++i) {
+    if (a & 0x80000000u) r ^= b;
+    a <<= 1;
+    b = (b & 1) ? (b >> 1) ^ 0x82F63B78u : b >> 1;
+  }
+  return r;
+}
+/// x^(8 len) mod P, reflected.
+constexpr std::uint32_t crc32c_xpow8n(std::size_t len) noexcept {
+  std::uint32_t result = 0x80000000u;  // x^0
+  std::uint32_t sq = 0x00800000u;      // x^8
+  for (std::size_t k = len; k; k >>= 1) {
+    if (k & 1) result = crc32c_gf_mul(result, sq);
+    sq = crc32c_gf_mul(sq, sq);
+  }
+  return result;
+}
+/// The operator "append `len` zero bytes" on the raw CRC register (crc *
+/// x^(8 len) mod P), as four tables of 256 entries: it is linear, so the
+/// register is shifted a byte at a time and the four results xor'ed.
+using crc32c_shift_table = std::array<std::array<std::uint32_t, 256>, 4>;
+constexpr crc32c_shift_table crc32c_make_shift(std::size_t len) noexcept {
+  const std::uint32_t x = crc32c_xpow8n(len);
+  crc32c_shift_table t{};
+  for (std::uint32_t k = 0; k < 4; ++k)
+    for (std::uint32_t v = 0; v < 256; ++v) t[k][v] = crc32c_gf_mul(x, v << (8 * k));
+  return t;
+}
+/// crc32c_hw's short chunks: three blocks of this many bytes, and the shift by one block.
+inline constexpr std::size_t crc32c_short_block = 256;
+inline constexpr crc32c_shift_table crc32c_short_shift = crc32c_make_shift(crc32c_short_block);
+
+}  // namespace detail
+
 /// CRC-32C with the SSE4.2 crc32 instruction. Requires supported().
 struct crc32c_hw {
   /// As crc32c_portable::id.
@@ -73,53 +116,39 @@ struct crc32c_hw {
   /// As crc32c_portable::extend().
   __attribute__((target("sse4.2"))) static std::uint32_t extend(std::uint32_t crc, const std::byte* p,
                                                                 std::size_t n) noexcept {
+    const std::byte* const end = p + n;
     std::uint64_t c = ~crc;
-    // Three independent streams hide the instruction's 3-cycle latency on long inputs.
-    if (n >= 384) {
-      const std::size_t block = (n / 24) * 8;  // bytes per stream, a multiple of 8
-      std::uint64_t c1 = 0, c2 = 0;
-      const std::byte* p1 = p + block;
-      const std::byte* p2 = p + 2 * block;
-      // A record read from a mapped segment is mostly not in the cache: ask
-      // for each stream's lines `ahead` bytes before they are needed, so
-      // the misses overlap instead of stalling the loop one at a time.
-      constexpr std::size_t ahead = 1024;
-      for (std::size_t i = 0; i < ahead && i < block; i += 64) {
-        __builtin_prefetch(p + i);
-        __builtin_prefetch(p1 + i);
-        __builtin_prefetch(p2 + i);
+    // Three independent streams hide the instruction's 3-cycle latency. An
+    // input of 3 * long_block bytes or more starts with one chunk of three
+    // long streams; then chunks of three short_block streams, whose CRCs are
+    // combined by shifting through a table made for that size (four
+    // lookups), so that a combine costs the same whatever the input's length
+    // (computing the shift for each length cost 150-200 ns an input); what is
+    // left after the chunks goes through one stream.
+    if (n >= 3 * short_block) {
+      // A record read from a mapped segment is mostly not in the cache: its
+      // first lines are asked for now, and the streams ask for theirs about
+      // `in_flight` bytes in all before they need them, so the misses
+      // overlap instead of stalling the CRC one line at a time.
+      if (n < 3 * long_block)
+        for (std::size_t i = 0; i < in_flight && i < n; i += 64) __builtin_prefetch(p + i);
+      else {
+        // Long inputs in one chunk of three long streams: the shift by their
+        // length is computed here (GF(2) products, about 1 us, but kept for
+        // the last length seen: values of one size pay it once).
+        const std::size_t block = (n / 24) * 8;  // bytes per stream, a multiple of 8
+        thread_local std::size_t last_block = 0;
+        thread_local std::uint32_t last_x = 0x80000000u;  // x^0
+        if (block != last_block) last_x = detail::crc32c_xpow8n(block), last_block = block;
+        const std::uint32_t x = last_x;
+        c = three_streams(c, p, end, block, [x](std::uint64_t r) { return detail::crc32c_gf_mul(x, static_cast<std::uint32_t>(r)); });
+        p += 3 * block;
       }
-      std::size_t i = 0;
-      for (; i + 64 <= block; i += 64) {
-        if (i + ahead < block) {  // (past it, the lines were asked for, or lie outside the input)
-          __builtin_prefetch(p + i + ahead);
-          __builtin_prefetch(p1 + i + ahead);
-          __builtin_prefetch(p2 + i + ahead);
-        }
-        for (std::size_t j = i; j < i + 64; j += 8) {
-          std::uint64_t a, b, d;
-          std::memcpy(&a, p + j, 8);
-          std::memcpy(&b, p1 + j, 8);
-          std::memcpy(&d, p2 + j, 8);
-          c = _mm_crc32_u64(c, a);
-          c1 = _mm_crc32_u64(c1, b);
-          c2 = _mm_crc32_u64(c2, d);
-        }
+      while (static_cast<std::size_t>(end - p) >= 3 * short_block) {
+        c = three_streams(c, p, end, short_block, [](std::uint64_t r) { return shift(detail::crc32c_short_shift, r); });
+        p += 3 * short_block;
       }
-      for (; i < block; i += 8) {
-        std::uint64_t a, b, d;
-        std::memcpy(&a, p + i, 8);
-        std::memcpy(&b, p1 + i, 8);
-        std::memcpy(&d, p2 + i, 8);
-        c = _mm_crc32_u64(c, a);
-        c1 = _mm_crc32_u64(c1, b);
-        c2 = _mm_crc32_u64(c2, d);
-      }
-      // crc(A||B) = shift(crc(A), |B|) ^ crc(B) for the raw (no pre/post xor) register.
-      c = shift(static_cast<std::uint32_t>(c), block) ^ c1;
-      c = shift(static_cast<std::uint32_t>(c), block) ^ c2;
-      p += 3 * block;
-      n -= 3 * block;
+      n = static_cast<std::size_t>(end - p);
     }
     for (; n >= 8; n -= 8, p += 8) {
       std::uint64_t v;
@@ -139,34 +168,69 @@ struct crc32c_hw {
   static std::uint32_t compute(const std::byte* p, std::size_t n) noexcept { return extend(0, p, n); }
 
  private:
-  // GF(2) arithmetic for combining the three streams (reflected polynomial 0x82F63B78).
-  static std::uint32_t gf_mul(std::uint32_t a, std::uint32_t b) noexcept {
-    // a, b: reflected polynomials; returns a*b mod P (reflected), x^0 is bit 31.
-    std::uint32_t r = 0;
-    for (int i = 0; i < 32; ++i) {
-      if (a & 0x80000000u) r ^= b;
-      a <<= 1;
-      b = (b & 1) ? (b >> 1) ^ 0x82F63B78u : b >> 1;
-    }
-    return r;
+  // Inputs of 3 * long_block bytes and more start with a chunk of three streams of a third each.
+  static constexpr std::size_t long_block = 8192;
+  static constexpr std::size_t short_block = detail::crc32c_short_block;
+  static constexpr std::size_t in_flight = 3072;  // bytes the streams ask for ahead of their reads
+
+  /// The raw register `crc` followed by as many zero bytes as `t` was made for.
+  static std::uint32_t shift(const detail::crc32c_shift_table& t, std::uint64_t crc) noexcept {
+    return t[0][crc & 0xff] ^ t[1][(crc >> 8) & 0xff] ^ t[2][(crc >> 16) & 0xff] ^ t[3][(crc >> 24) & 0xff];
   }
-  /// x^(8*len) mod P, reflected; cached for the last length asked.
-  static std::uint32_t xpow8n(std::size_t len) noexcept {
-    thread_local std::size_t last_len = 0;
-    thread_local std::uint32_t last_val = 0x80000000u;
-    if (len == last_len) return last_val;
-    std::uint32_t result = 0x80000000u;  // x^0
-    std::uint32_t sq = 0x00800000u;      // x^8
-    for (std::size_t k = len; k; k >>= 1) {
-      if (k & 1) result = gf_mul(result, sq);
-      sq = gf_mul(sq, sq);
+
+#if CASK_HAVE_CRC32C_X86
+  /// The raw register `c` extended by the 3 * block bytes at `p` (of an
+  /// input that ends at `end`), as three streams of `block` bytes (a
+  /// multiple of 8) combined by shifted(r), which appends `block` zero bytes.
+  template <class Shift>
+  __attribute__((target("sse4.2"), always_inline)) static inline std::uint64_t three_streams(
+      std::uint64_t c, const std::byte* p, const std::byte* end, std::size_t block, Shift shifted) noexcept {
+    std::uint64_t c1 = 0, c2 = 0;
+    const std::byte* const p1 = p + block;
+    const std::byte* const p2 = p + 2 * block;
+    // Streams far apart each prefetch a third of in_flight ahead (and first
+    // their own first lines, which no earlier read asked for); adjacent ones
+    // (a short chunk: the next chunks follow) each all of it.
+    const bool apart = block > in_flight / 3;
+    const std::size_t ahead = apart ? in_flight / 3 : in_flight;
+    if (apart) {
+      for (std::size_t i = 0; i < ahead; i += 64) {
+        __builtin_prefetch(p + i);
+        __builtin_prefetch(p1 + i);
+        __builtin_prefetch(p2 + i);
+      }
     }
-    last_len = len;
-    last_val = result;
-    return result;
+    std::size_t i = 0;
+    for (; i + 64 <= block; i += 64) {
+      if (ahead < static_cast<std::size_t>(end - (p2 + i))) {  // (past the input's end, nothing to ask for)
+        __builtin_prefetch(p + i + ahead);
+        __builtin_prefetch(p1 + i + ahead);
+        __builtin_prefetch(p2 + i + ahead);
+      }
+      for (std::size_t j = i; j < i + 64; j += 8) {
+        std::uint64_t a, b, d;
+        std::memcpy(&a, p + j, 8);
+        std::memcpy(&b, p1 + j, 8);
+        std::memcpy(&d, p2 + j, 8);
+        c = _mm_crc32_u64(c, a);
+        c1 = _mm_crc32_u64(c1, b);
+        c2 = _mm_crc32_u64(c2, d);
+      }
+    }
+    for (; i < block; i += 8) {
+      std::uint64_t a, b, d;
+      std::memcpy(&a, p + i, 8);
+      std::memcpy(&b, p1 + i, 8);
+      std::memcpy(&d, p2 + i, 8);
+      c = _mm_crc32_u64(c, a);
+      c1 = _mm_crc32_u64(c1, b);
+      c2 = _mm_crc32_u64(c2, d);
+    }
+    // crc(A||B) = shift(crc(A), |B|) ^ crc(B) for the raw (no pre/post xor) register.
+    c = shifted(c) ^ c1;
+    return shifted(c) ^ c2;
   }
-  /// The raw register after feeding `len` zero bytes: crc * x^(8 len) mod P.
-  static std::uint32_t shift(std::uint32_t crc, std::size_t len) noexcept { return gf_mul(xpow8n(len), crc); }
+#endif
 };
 
 /// The default: hardware CRC-32C where the CPU has it, Boost.CRC otherwise.
