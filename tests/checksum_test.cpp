@@ -49,10 +49,12 @@ BOOST_AUTO_TEST_CASE(hardware_and_portable_agree_on_every_length_and_alignment) 
   BOOST_TEST(checked > 16000u);
 }
 
-// Inputs of 24 KiB and more start with one chunk of three long streams (the
-// shift by their length kept for the last length seen), then short chunks
-// and a single stream: lengths on and around every boundary, alternating so
-// that the kept shift is both reused and replaced.
+// Inputs of 768 bytes to 24 KiB go in chunks of three 256-byte streams and a
+// single stream after them; longer ones are one chunk of three streams of a
+// third each (the shift by their length kept for the last length seen) and
+// a single stream for the last 0-23 bytes. Lengths on and around each
+// boundary, alternating so that the kept shift is both reused and replaced,
+// and extend() from a CRC of a prefix on long inputs too.
 BOOST_AUTO_TEST_CASE(hardware_and_portable_agree_on_long_inputs) {
   if (!cask::crc32c_hw::supported()) {
     BOOST_TEST_MESSAGE("no SSE4.2 on this CPU: the default policy uses Boost.CRC, checked above");
@@ -63,17 +65,21 @@ BOOST_AUTO_TEST_CASE(hardware_and_portable_agree_on_long_inputs) {
   for (auto& b : buf) b = std::byte(g());
   std::size_t checked = 0;
   for (int pass = 0; pass < 2; ++pass) {
-    for (const std::size_t len : {767u, 768u, 769u, 1535u, 1536u, 24575u, 24576u, 24577u, 24583u, 24584u, 25343u,
-                                  25344u, 30000u, 65536u, 65557u, 100003u, 200000u, 24576u, 24576u}) {
+    for (const std::size_t len : {767u, 768u, 769u, 1535u, 1536u, 10000u, 16383u, 20011u, 24575u, 24576u, 24577u,
+                                  24583u, 24584u, 24599u, 30000u, 65536u, 65557u, 100003u, 200000u, 24576u}) {
       for (std::size_t align = 0; align < 8; align += 3) {
         const std::uint32_t a = cask::crc32c_portable::compute(buf.data() + align, len);
         const std::uint32_t b = cask::crc32c_hw::compute(buf.data() + align, len);
         if (a != b) BOOST_FAIL("mismatch at length " << len << " alignment " << align);
+        const std::size_t cut = len / 3 + 1;
+        const std::uint32_t e = cask::crc32c_hw::extend(cask::crc32c_hw::compute(buf.data() + align, cut),
+                                                        buf.data() + align + cut, len - cut);
+        if (a != e) BOOST_FAIL("extend mismatch at length " << len << " cut " << cut << " alignment " << align);
         ++checked;
       }
     }
   }
-  BOOST_TEST(checked == 2u * 19u * 3u);
+  BOOST_TEST(checked == 2u * 20u * 3u);
 }
 
 BOOST_AUTO_TEST_CASE(extend_equals_compute_of_the_concatenation) {

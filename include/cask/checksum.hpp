@@ -93,7 +93,9 @@ constexpr crc32c_shift_table crc32c_make_shift(std::size_t len) noexcept {
 }
 /// crc32c_hw's short chunks: three blocks of this many bytes, and the shift by one block.
 inline constexpr std::size_t crc32c_short_block = 256;
+#if CASK_HAVE_CRC32C_X86
 inline constexpr crc32c_shift_table crc32c_short_shift = crc32c_make_shift(crc32c_short_block);
+#endif
 
 }  // namespace detail
 
@@ -119,12 +121,13 @@ struct crc32c_hw {
     const std::byte* const end = p + n;
     std::uint64_t c = ~crc;
     // Three independent streams hide the instruction's 3-cycle latency. An
-    // input of 3 * long_block bytes or more starts with one chunk of three
-    // long streams; then chunks of three short_block streams, whose CRCs are
+    // input of 3 * long_block bytes or more is one chunk of three streams of
+    // a third each (all but its last 0-23 bytes). A shorter one of 768 bytes
+    // or more goes in chunks of three short_block streams, whose CRCs are
     // combined by shifting through a table made for that size (four
     // lookups), so that a combine costs the same whatever the input's length
-    // (computing the shift for each length cost 150-200 ns an input); what is
-    // left after the chunks goes through one stream.
+    // (computing the shift for each length cost 150-200 ns an input). What
+    // is left after the chunks goes through one stream.
     if (n >= 3 * short_block) {
       // A record read from a mapped segment is mostly not in the cache: its
       // first lines are asked for now, and the streams ask for theirs about
@@ -133,15 +136,16 @@ struct crc32c_hw {
       if (n < 3 * long_block)
         for (std::size_t i = 0; i < in_flight && i < n; i += 64) __builtin_prefetch(p + i);
       else {
-        // Long inputs in one chunk of three long streams: the shift by their
-        // length is computed here (GF(2) products, about 1 us, but kept for
-        // the last length seen: values of one size pay it once).
+        // The shift by the streams' length is computed here (GF(2) products,
+        // up to about 1 us), and kept for the last length seen: values of one
+        // size pay it once.
         const std::size_t block = (n / 24) * 8;  // bytes per stream, a multiple of 8
         thread_local std::size_t last_block = 0;
         thread_local std::uint32_t last_x = 0x80000000u;  // x^0
         if (block != last_block) last_x = detail::crc32c_xpow8n(block), last_block = block;
         const std::uint32_t x = last_x;
-        c = three_streams(c, p, end, block, [x](std::uint64_t r) { return detail::crc32c_gf_mul(x, static_cast<std::uint32_t>(r)); });
+        c = three_streams(c, p, end, block,
+                          [x](std::uint64_t r) { return detail::crc32c_gf_mul(x, static_cast<std::uint32_t>(r)); });
         p += 3 * block;
       }
       while (static_cast<std::size_t>(end - p) >= 3 * short_block) {
