@@ -52,7 +52,7 @@ BOOST_AUTO_TEST_CASE(hardware_and_portable_agree_on_every_length_and_alignment) 
 // Inputs of 768 bytes to 24 KiB go in chunks of three 256-byte streams and a
 // single stream after them; longer ones are one chunk of three streams of a
 // third each (the shift by their length kept for the last length seen) and
-// a single stream for the last 0-23 bytes. Lengths on and around each
+// a single stream for the last 0-191 bytes. Lengths on and around each
 // boundary, alternating so that the kept shift is both reused and replaced,
 // and extend() from a CRC of a prefix on long inputs too.
 BOOST_AUTO_TEST_CASE(hardware_and_portable_agree_on_long_inputs) {

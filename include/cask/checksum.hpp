@@ -122,7 +122,7 @@ struct crc32c_hw {
     std::uint64_t c = ~crc;
     // Three independent streams hide the instruction's 3-cycle latency. An
     // input of 3 * long_block bytes or more is one chunk of three streams of
-    // a third each (all but its last 0-23 bytes). A shorter one of 768 bytes
+    // a third each (all but its last 0-191 bytes). A shorter one of 768 bytes
     // or more goes in chunks of three short_block streams, whose CRCs are
     // combined by shifting through a table made for that size (four
     // lookups), so that a combine costs the same whatever the input's length
@@ -139,7 +139,7 @@ struct crc32c_hw {
         // The shift by the streams' length is computed here (GF(2) products,
         // up to about 1 us), and kept for the last length seen: values of one
         // size pay it once.
-        const std::size_t block = (n / 24) * 8;  // bytes per stream, a multiple of 8
+        const std::size_t block = (n / 192) * 64;  // bytes per stream, a multiple of 64
         thread_local std::size_t last_block = 0;
         thread_local std::uint32_t last_x = 0x80000000u;  // x^0
         if (block != last_block) last_x = detail::crc32c_xpow8n(block), last_block = block;
@@ -149,7 +149,8 @@ struct crc32c_hw {
         p += 3 * block;
       }
       while (static_cast<std::size_t>(end - p) >= 3 * short_block) {
-        c = three_streams(c, p, end, short_block, [](std::uint64_t r) { return shift(detail::crc32c_short_shift, r); });
+        c = three_streams(c, p, end, short_block,
+                          [](std::uint64_t r) { return shift(detail::crc32c_short_shift, r); });
         p += 3 * short_block;
       }
       n = static_cast<std::size_t>(end - p);
@@ -185,7 +186,7 @@ struct crc32c_hw {
 #if CASK_HAVE_CRC32C_X86
   /// The raw register `c` extended by the 3 * block bytes at `p` (of an
   /// input that ends at `end`), as three streams of `block` bytes (a
-  /// multiple of 8) combined by shifted(r), which appends `block` zero bytes.
+  /// multiple of 64) combined by shifted(r), which appends `block` zero bytes.
   template <class Shift>
   __attribute__((target("sse4.2"), always_inline)) static inline std::uint64_t three_streams(
       std::uint64_t c, const std::byte* p, const std::byte* end, std::size_t block, Shift shifted) noexcept {
@@ -204,8 +205,7 @@ struct crc32c_hw {
         __builtin_prefetch(p2 + i);
       }
     }
-    std::size_t i = 0;
-    for (; i + 64 <= block; i += 64) {
+    for (std::size_t i = 0; i < block; i += 64) {
       if (ahead < static_cast<std::size_t>(end - (p2 + i))) {  // (past the input's end, nothing to ask for)
         __builtin_prefetch(p + i + ahead);
         __builtin_prefetch(p1 + i + ahead);
@@ -220,15 +220,6 @@ struct crc32c_hw {
         c1 = _mm_crc32_u64(c1, b);
         c2 = _mm_crc32_u64(c2, d);
       }
-    }
-    for (; i < block; i += 8) {
-      std::uint64_t a, b, d;
-      std::memcpy(&a, p + i, 8);
-      std::memcpy(&b, p1 + i, 8);
-      std::memcpy(&d, p2 + i, 8);
-      c = _mm_crc32_u64(c, a);
-      c1 = _mm_crc32_u64(c1, b);
-      c2 = _mm_crc32_u64(c2, d);
     }
     // crc(A||B) = shift(crc(A), |B|) ^ crc(B) for the raw (no pre/post xor) register.
     c = shifted(c) ^ c1;
