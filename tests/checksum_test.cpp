@@ -95,3 +95,25 @@ BOOST_AUTO_TEST_CASE(extend_equals_compute_of_the_concatenation) {
     BOOST_TEST(whole == ppart, "portable cut at " << cut);
   }
 }
+
+BOOST_AUTO_TEST_CASE(shift_from_the_table_of_powers_equals_the_power_computed_directly) {
+  // crc32c_hw shifts a long input's streams by x^(8 len) built from a table of
+  // x^(512 * 2^i); it must be the power crc32c_xpow8n() computes bit by bit.
+  namespace d = cask::detail;
+  constexpr d::crc32c_pow_table t = d::crc32c_make_pow64();
+  static_assert(d::crc32c_xpow8n_64(t, 0) == 0x80000000u);  // x^0: no shift
+  static_assert(d::crc32c_xpow8n_64(t, 64) == d::crc32c_xpow8n(64));
+  static_assert(d::crc32c_xpow8n_64(t, 8192 + 64) == d::crc32c_xpow8n(8192 + 64));
+  std::mt19937_64 g(5);
+  std::size_t checked = 0;
+  for (unsigned top = 0; top < t.size(); ++top) {
+    // Every bit of the table alone, and with random lower bits.
+    const std::uint64_t one = std::uint64_t{1} << top;
+    for (const std::uint64_t m : {one, one | (g() & (one - 1)), one | (g() & (one - 1))}) {
+      const std::size_t len = static_cast<std::size_t>(m * 64);
+      if (d::crc32c_xpow8n_64(t, len) != d::crc32c_xpow8n(len)) BOOST_FAIL("mismatch at 64 * " << m << " bytes");
+      ++checked;
+    }
+  }
+  BOOST_TEST(checked == 3 * t.size());
+}
