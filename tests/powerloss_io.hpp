@@ -35,6 +35,11 @@
 //                    creates, renames and unlinks done since its last
 //                    sync_dir(): a journal commits them in order.
 //
+//   process_crash    not a power loss: every file keeps what was written to
+//                    it, synced or not (the kernel's page cache outlives a
+//                    killed process), and every directory operation stays.
+//                    Not in all_loss_models.
+//
 // Without rollback the directories keep every operation (a journal that
 // committed everything). The image depends only on the file system's state,
 // the model and the seed, so every failure replays from (seed, step).
@@ -95,6 +100,7 @@ enum class loss_model {
   random_pages,     ///< (b) each unsynced page new, old, zero, garbage or torn
   rollback_drop,    ///< (c) + (a): unsynced directory operations rolled back (a random suffix of them)
   rollback_random,  ///< (c) + (b)
+  process_crash,    ///< not a power loss: every file and name as it is (the page cache survives a killed process)
 };
 /// Every loss model, for loops.
 inline constexpr loss_model all_loss_models[] = {loss_model::drop_unsynced, loss_model::random_pages,
@@ -106,6 +112,7 @@ inline const char* to_string(loss_model m) {
     case loss_model::random_pages: return "random_pages";
     case loss_model::rollback_drop: return "rollback_drop";
     case loss_model::rollback_random: return "rollback_random";
+    case loss_model::process_crash: return "process_crash";
   }
   return "?";
 }
@@ -262,7 +269,8 @@ struct fs_state {
   }
 
   /// The bytes a crash leaves of one file.
-  static std::vector<std::byte> survive(const inode& node, bool random, std::mt19937_64& rng) {
+  static std::vector<std::byte> survive(const inode& node, bool random, bool all, std::mt19937_64& rng) {
+    if (all) return {node.buf->bytes.get(), node.buf->bytes.get() + node.size};
     if (!random) return node.durable;
     const std::byte* vol = node.buf->bytes.get();
     const std::vector<std::byte>& dur = node.durable;
@@ -336,7 +344,8 @@ struct fs_state {
       auto& out = img[path];
       for (const auto& [name, node] : n) {
         auto it = done.find(node->id);
-        if (it == done.end()) it = done.emplace(node->id, survive(*node, random, rng)).first;
+        if (it == done.end())
+          it = done.emplace(node->id, survive(*node, random, m == loss_model::process_crash, rng)).first;
         out[name] = it->second;
       }
     }

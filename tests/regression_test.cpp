@@ -444,16 +444,24 @@ BOOST_AUTO_TEST_CASE(correctness_independent_of_wall_clock) {
 // ---- LevelDB ----
 
 // LevelDB once started writing a new log file before the old one was synced,
-// so a crash could keep later records and lose earlier ones. cask seals a
-// segment (msync, cut to its data, fdatasync) before it creates the next
-// one; a seal that fails leaves no next segment and the store refusing writes.
+// so a crash could keep later records and lose earlier ones. cask makes a
+// segment durable before the next one becomes part of the store: sealing it
+// itself (msync, cut to its data, fdatasync) before it creates the next one
+// or, sealing in the background (options::background_seal), cutting it and
+// creating the next one as `<id>.cask.new`, which the sealing thread renames
+// only after the msync and fdatasync (recovery keeps an unnamed one only if
+// its predecessor proved complete: recovery_test.cpp). A seal that fails
+// leaves no next segment named and the store refusing writes.
 BOOST_AUTO_TEST_CASE(leveldb_old_log_synced_before_next_is_used) {
   scratch_dir d("oldlog");
-  {
+  for (const bool background : {false, true}) {
     faulty_io io;
     io.plan().tracing = true;
-    auto db = traced_store::open(d / "trace", small(), io);
+    auto o = small();
+    o.background_seal = background;
+    auto db = traced_store::open(d / (background ? "trace_background" : "trace"), o, io);
     for (int i = 0; i < 200; ++i) db.put(key_of(i), value_of(i));
+    db.sync();  // (waits for the last seal)
     io.plan().tracing = false;
     const auto trace = io.plan().trace();
     auto index_of = [&](io_call c, const std::string& name, std::size_t from = 0) {
@@ -463,19 +471,39 @@ BOOST_AUTO_TEST_CASE(leveldb_old_log_synced_before_next_is_used) {
     };
     std::size_t rotations = 0;
     for (std::uint32_t id = 1;; ++id) {
-      const auto next = index_of(call_create, cask::segment<cask::posix_io>::file_name(id + 1));
-      if (next == trace.size()) break;
       const auto name = cask::segment<cask::posix_io>::file_name(id);
-      const auto created = index_of(call_create, name);
-      const auto flushed = index_of(call_flush, name, created);
-      const auto cut = index_of(call_truncate, name, flushed);
-      const auto synced = index_of(call_sync, name, cut);
-      BOOST_REQUIRE_MESSAGE(created < flushed && flushed < cut && cut < synced && synced < next,
-                            "segment " << id << ": create " << created << ", msync " << flushed << ", truncate "
-                                       << cut << ", fdatasync " << synced << ", next created " << next);
+      const auto next_name = cask::segment<cask::posix_io>::file_name(id + 1);
+      // Where the next segment becomes part of the store: its creation
+      // under its name, or its rename to it.
+      const auto next = background ? index_of(call_rename, next_name + ".new") : index_of(call_create, next_name);
+      if (next == trace.size()) break;
+      // (A segment created unnamed keeps that name in the trace.)
+      const auto own = background && id > 1 ? name + ".new" : name;
+      const auto created = index_of(call_create, own);
+      if (background) {
+        // Cut to its data, then msync and fdatasync; the next one's header
+        // made durable, renamed, and the directory synced after that.
+        const auto cut = index_of(call_truncate, own, created);
+        const auto flushed = index_of(call_flush, own, cut);
+        const auto synced = index_of(call_sync, own, flushed);
+        const auto header = index_of(call_flush, next_name + ".new", synced);
+        const auto dir_synced = index_of(call_sync_dir, "trace_background", next);
+        BOOST_REQUIRE_MESSAGE(created < cut && cut < flushed && flushed < synced && synced < header && header < next &&
+                                  dir_synced < trace.size(),
+                              "segment " << id << ": create " << created << ", truncate " << cut << ", msync "
+                                         << flushed << ", fdatasync " << synced << ", next's header msync " << header
+                                         << ", next renamed " << next << ", directory synced " << dir_synced);
+      } else {
+        const auto flushed = index_of(call_flush, name, created);
+        const auto cut = index_of(call_truncate, name, flushed);
+        const auto synced = index_of(call_sync, name, cut);
+        BOOST_REQUIRE_MESSAGE(created < flushed && flushed < cut && cut < synced && synced < next,
+                              "segment " << id << ": create " << created << ", msync " << flushed << ", truncate "
+                                         << cut << ", fdatasync " << synced << ", next created " << next);
+      }
       ++rotations;
     }
-    BOOST_TEST(rotations >= 4u);
+    BOOST_TEST(rotations >= 4u, (background ? "in the background: " : "") << rotations << " rotations");
   }
   // The seal's fdatasync fails: the next segment never appears, the put that
   // needed it fails, and the store refuses writes until reopened.

@@ -520,6 +520,8 @@ class log_store {
     // never removed (a sealed one would then be taken for the writer's, and
     // damage in it for a torn tail).
     std::optional<std::uint32_t> reuse_id;
+    // A read-only open's segment read from `<id>.cask.new` (settle_unnamed()); 0 for none.
+    std::uint32_t unnamed_id = 0;
 
     // Durability, under sync_mu (lock order: write_mu before sync_mu).
     std::mutex sync_mu;
@@ -548,6 +550,28 @@ class log_store {
     std::shared_ptr<segment_type> prefault_seg;
     std::uint64_t prefault_from = 0, prefault_to = 0;
     std::uint64_t prefault_asked = 0;
+
+    // Background seal (options::background_seal): the thread that makes a
+    // sealed segment durable and then names the active segment, created as
+    // `<id>.cask.new` (seal_loop()), and the seal it is asked for. Under
+    // seal_mu; seals_started also under write_mu (a rotation takes both).
+    struct seal_job {
+      std::shared_ptr<segment_type> seg;   // the sealed segment, still mapped writable
+      std::uint64_t end = 0;               // its data
+      std::uint64_t seq = 0;               // the newest record in it (and in any segment before it)
+      std::vector<replacement> replaced;   // for its hint file
+      std::shared_ptr<segment_type> next;  // the active segment that follows it, still unnamed
+    };
+    std::thread sealer;
+    std::mutex seal_mu;
+    std::condition_variable seal_cv;  // a job for the thread, and a seal done for those waiting
+    bool seal_stop = false;
+    std::optional<seal_job> seal_todo;
+    std::uint64_t seals_started = 0, seals_done = 0;
+    std::atomic<std::uint32_t> sealing_id{0};  // the segment being sealed, 0 for none: never merged
+    std::error_code seal_ec;                   // why a seal failed (the store then refuses writes)
+    std::filesystem::path seal_err_path;
+    std::uint64_t seal_err_off = error::npos;
 
     // Background flush (sync_interval).
     std::thread flusher;
@@ -817,6 +841,10 @@ class log_store {
                      bool queue_hint = true) {
     const std::uint32_t sealed_id = s.active ? s.active->id() : 0;
     const bool had_records = s.active && s.tail > format::file_header_size;
+    // One seal at a time: the one before must be done (its segment durable,
+    // this one named).
+    if (!wait_sealed(s, s.seals_started, ec, site)) return false;
+    if (had_records && queue_hint && s.sealer.joinable()) return rotate_in_background(s, size, ec, site);
     if (!seal_active(s, /*closing=*/false, ec, site)) return false;
     std::vector<replacement> replaced = std::move(s.replaced);
     s.replaced.clear();
@@ -833,6 +861,107 @@ class log_store {
     install_active(s, std::move(seg));
     return true;
   }
+
+  /// rotate() with the seal left to the sealing thread (options::
+  /// background_seal): the new segment is created as `<id>.cask.new`, the
+  /// full one cut to its data and published read-only, and the thread makes
+  /// it durable, then names the new one (seal_loop()). Under write_mu, with
+  /// no seal under way.
+  static bool rotate_in_background(state& s, std::uint64_t size, std::error_code& ec, detail::error_site* site) {
+    const std::uint64_t cap = std::max<std::uint64_t>(s.opts.max_segment_bytes, format::file_header_size + size);
+    // First the new segment: if it cannot be created, nothing has changed.
+    auto next = create_segment(s, s.next_id, cap, ec, site, /*replace=*/false, /*unnamed=*/true);
+    if (!next) return false;
+    ++s.next_id;
+    auto seg = std::exchange(s.active, nullptr);
+    s.active_raw.store(nullptr, std::memory_order_release);
+    const std::uint64_t end = s.tail;
+    std::error_code e;
+    seg->file().truncate(end, e);
+    std::shared_ptr<segment_type> sealed;
+    if (!e) sealed = open_sealed(s, seg->id(), seg->path(), end, e, nullptr);
+    if (e) {
+      // As after a failed seal: refuse writes until reopened. (The unnamed
+      // segment is dropped then: its predecessor does not end at its data.)
+      s.failed.store(true, std::memory_order_relaxed);
+      detail::set_error(ec, site, e, seg->path(), end);
+      return false;
+    }
+    sealed->counters().copy_from(seg->counters());
+    publish_table(s, s.segtab_owner->with(std::move(sealed)));
+    {
+      std::lock_guard lk(s.seal_mu);
+      s.seal_todo = typename state::seal_job{std::move(seg), end, s.written_seq.load(std::memory_order_relaxed),
+                                             std::exchange(s.replaced, {}), next};
+      ++s.seals_started;
+      s.sealing_id.store(s.seal_todo->seg->id(), std::memory_order_relaxed);
+    }
+    s.seal_cv.notify_all();
+    install_active(s, std::move(next));
+    return true;
+  }
+
+  /// Waits until the seals started up to the `n`-th are done; false, with
+  /// the error of the one that failed, if one did.
+  static bool wait_sealed(state& s, std::uint64_t n, std::error_code& ec, detail::error_site* site) {
+    std::unique_lock lk(s.seal_mu);
+    s.seal_cv.wait(lk, [&] { return s.seals_done >= n; });
+    if (!s.seal_ec) return true;
+    detail::set_error(ec, site, s.seal_ec, s.seal_err_path, s.seal_err_off);
+    return false;
+  }
+
+  /// The sealing thread: for each seal rotate_in_background() asks for, makes
+  /// the sealed segment durable (msync and fdatasync), then the next
+  /// segment's header, then gives it its name and makes that durable; then
+  /// queues the sealed segment's hint file. Until the name is durable, a
+  /// crash leaves the next segment unnamed, and recovery keeps it only if
+  /// the sealed one is complete (recover()). Stopped (close()), it finishes
+  /// the seal it was asked for first.
+  static void seal_loop(state& s) {
+    std::unique_lock lk(s.seal_mu);
+    for (;;) {
+      s.seal_cv.wait(lk, [&] { return s.seal_stop || s.seal_todo; });
+      if (!s.seal_todo) return;
+      typename state::seal_job job = std::move(*s.seal_todo);
+      s.seal_todo.reset();
+      lk.unlock();
+      std::error_code e;
+      std::filesystem::path at = job.seg->path();
+      std::uint64_t off = job.end;
+      job.seg->map().flush(0, static_cast<std::size_t>(job.end), e);
+      if (!e) job.seg->file().sync(e);
+      if (!e) {
+        at = job.next->path(), off = 0;
+        job.next->map().flush(0, format::file_header_size, e);
+      }
+      if (!e) s.io.rename(unnamed_path(job.next->path()), job.next->path(), e);
+      if (!e) at = s.dir, s.io.sync_dir(s.dir, e);
+      if (!e) {
+        std::lock_guard sl(s.sync_mu);
+        s.durable_seq = std::max(s.durable_seq, job.seq);
+      } else {
+        s.failed.store(true, std::memory_order_relaxed);
+      }
+      const std::uint32_t id = job.seg->id();
+      job.seg.reset();  // (the writable mapping goes here, off the writer's path)
+      job.next.reset();
+      if (!e) {
+        std::lock_guard ml(s.maint_mu);
+        s.hint_queue.push_back({id, std::move(job.replaced)});
+        s.maint_cv.notify_all();
+      }
+      lk.lock();
+      if (e) s.seal_ec = e, s.seal_err_path = at, s.seal_err_off = off;
+      ++s.seals_done;
+      s.sealing_id.store(0, std::memory_order_relaxed);
+      s.seal_cv.notify_all();
+    }
+  }
+
+  /// Where the active segment of final path `path` lives until its
+  /// predecessor's seal is durable (options::background_seal).
+  static std::filesystem::path unnamed_path(const std::filesystem::path& path) { return path.string() + ".new"; }
 
   static void install_active(state& s, std::shared_ptr<segment_type> seg) {
     s.active = seg;
@@ -917,16 +1046,19 @@ class log_store {
   /// that fails, what is left is again such a segment.
   static std::shared_ptr<segment_type> create_segment(state& s, std::uint32_t id, std::uint64_t capacity,
                                                       std::error_code& ec, detail::error_site* site,
-                                                      bool replace = false) {
+                                                      bool replace = false, bool unnamed = false) {
     const auto path = s.dir / segment_type::file_name(id);
+    // Unnamed (rotate_in_background()): created as `<id>.cask.new`, its
+    // header made durable and the file named by the sealing thread.
+    const auto file_path = unnamed ? unnamed_path(path) : path;
     std::error_code e;
-    auto f = s.io.open(path, replace ? open_mode::create_always : open_mode::create_new, e);
-    if (e) return detail::set_error(ec, site, e, path), nullptr;
+    auto f = s.io.open(file_path, replace ? open_mode::create_always : open_mode::create_new, e);
+    if (e) return detail::set_error(ec, site, e, file_path), nullptr;
     auto fail = [&](std::error_code err) {
-      detail::set_error(ec, site, err, path);
+      detail::set_error(ec, site, err, file_path);
       std::error_code ignored;
       f.close(ignored);
-      if (!replace) s.io.remove(path, ignored);
+      if (!replace) s.io.remove(file_path, ignored);
       return nullptr;
     };
     f.allocate(capacity, e);
@@ -939,6 +1071,7 @@ class log_store {
     h.codec_id = s.codec_id;
     h.segment_id = id;
     format::encode_file_header<checksum_type>(h, m.data());
+    if (unnamed) return std::make_shared<segment_type>(id, path, std::move(f), std::move(m), format::file_header_size);
     // The header is made durable now, with the file's name: then a segment
     // whose header is lost can only be damage, never an unsynced segment.
     m.flush(0, format::file_header_size, e);
@@ -1155,18 +1288,29 @@ class log_store {
       ++s.sync_claims;
       lk.unlock();
       std::shared_ptr<segment_type> seg;
-      std::uint64_t from = 0, to = 0, seq = 0;
+      std::uint64_t from = 0, to = 0, seq = 0, seals = 0;
       {
-        // Everything up to `seq` is in [0, to) of `seg` or in segments sealed (and flushed) before it.
+        // Everything up to `seq` is in [0, to) of `seg` or in segments sealed
+        // before it, durable once the seals started so far are done.
         std::lock_guard wl(s.write_mu);
         seg = s.active;
         to = s.tail;
         seq = s.written_seq.load(std::memory_order_relaxed);
+        seals = s.seals_started;
         std::lock_guard sl(s.sync_mu);
         from = s.active_flushed;
       }
       std::error_code e;
       const auto t0 = std::chrono::steady_clock::now();
+      // (A seal's error is also in `failed`: reported below like a flush's.)
+      detail::error_site seal_site;
+      if (!wait_sealed(s, seals, e, &seal_site)) {
+        lk.lock();
+        s.sync_running = false;
+        s.sync_cv.notify_all();
+        detail::set_error(ec, site, e, seal_site.path, seal_site.offset);
+        return;
+      }
       if (seg && to > from) seg->map().flush(static_cast<std::size_t>(from), static_cast<std::size_t>(to - from), e);
       const auto took = std::chrono::steady_clock::now() - t0;
       lk.lock();
@@ -1191,9 +1335,12 @@ class log_store {
     s->stopping.store(true);
     stop_thread(s->flusher, s->flusher_mu, s->flusher_cv, s->flusher_stop);
     stop_thread(s->prefaulter, s->prefault_mu, s->prefault_cv, s->prefault_stop);
+    // (The sealing thread finishes the seal under way first; it queues a hint file.)
+    stop_thread(s->sealer, s->seal_mu, s->seal_cv, s->seal_stop);
     stop_thread(s->maint, s->maint_mu, s->maint_cv, s->maint_stop);
     if (!s->opts.read_only) {
       std::lock_guard lk(s->write_mu);
+      if (!wait_sealed(*s, s->seals_started, ec, site)) return;  // (failed: nothing more is written)
       bool sealed = !s->failed.load();
       if (sealed && s->active) {
         const std::uint32_t id = s->active->id();
@@ -1505,8 +1652,9 @@ class log_store {
     {
       detail::epoch_domain::guard g(s.epoch);
       const segment_table_type* tab = s.segtab.load(std::memory_order_seq_cst);
+      const std::uint32_t sealing = s.sealing_id.load(std::memory_order_relaxed);
       for (const auto& seg : tab->all()) {
-        if (seg->writable()) continue;  // the active segment
+        if (seg->writable() || seg->id() == sealing) continue;  // the active segment, or one not yet durable
         sealed.push_back({seg->id(), seg->end(), seg->counters().dead_bytes.load(std::memory_order_relaxed)});
       }
     }
@@ -1544,6 +1692,17 @@ class log_store {
     } else {
       ml.lock();
     }
+    if (!background) {
+      // A merge asked for takes every sealed segment its scope names: one
+      // being sealed in the background is waited for (a background merge
+      // leaves it to its next round).
+      std::uint64_t started = 0;
+      {
+        std::lock_guard wl(s.write_mu);
+        started = s.seals_started;
+      }
+      if (!wait_sealed(s, started, ec, site)) return st;
+    }
     if (scope == merge_scope::compact) {
       std::lock_guard wl(s.write_mu);
       if (s.failed.load(std::memory_order_relaxed)) return ec = make_error_code(errc::store_failed), st;
@@ -1561,8 +1720,11 @@ class log_store {
     std::uint64_t min_seq_kept = ~std::uint64_t{0};
     {
       std::lock_guard wl(s.write_mu);
+      // (A segment still being sealed is never an input: its successor is
+      // named only once it is durable, which recovery relies on.)
+      const std::uint32_t sealing = s.sealing_id.load(std::memory_order_relaxed);
       for (const auto& seg : s.segtab_owner->all()) {
-        if (!seg->writable() && std::binary_search(picked.begin(), picked.end(), seg->id())) {
+        if (!seg->writable() && seg->id() != sealing && std::binary_search(picked.begin(), picked.end(), seg->id())) {
           inputs.push_back(seg);
           ids.push_back(seg->id());
         } else {
@@ -1925,11 +2087,14 @@ class log_store {
       s.stopping.store(true);
       stop_thread(s.flusher, s.flusher_mu, s.flusher_cv, s.flusher_stop);
       stop_thread(s.prefaulter, s.prefault_mu, s.prefault_cv, s.prefault_stop);
+      stop_thread(s.sealer, s.seal_mu, s.seal_cv, s.seal_stop);
       stop_thread(s.maint, s.maint_mu, s.maint_cv, s.maint_stop);
     };
     state* raw = &s;
     try {
       raw->maint = std::thread([raw] { maintenance(*raw); });
+      // (Under sync_always every put waits for its segment's name anyway.)
+      if (!sync_type::every_write && s.opts.background_seal) raw->sealer = std::thread([raw] { seal_loop(*raw); });
       if constexpr (can_prefault)
         if (s.opts.prefault_bytes > 0) raw->prefaulter = std::thread([raw] { prefault_loop(*raw); });
       if constexpr (sync_type::background) {
@@ -2386,6 +2551,7 @@ class log_store {
     p.id = id;
     p.newest = newest;
     p.path = s.dir / segment_type::file_name(id);
+    if (id == s.unnamed_id) p.path = unnamed_path(p.path);  // (read-only: see settle_unnamed())
     const auto& path = p.path;
     auto fail = [&](std::error_code e, std::uint64_t off = error::npos) {
       p.ec = e;
@@ -2565,6 +2731,102 @@ class log_store {
     return p;
   }
 
+  /// A segment file's header, if it has a valid one: its id, and whether a
+  /// merge wrote it. Read errors are returned.
+  static std::optional<format::file_header> read_segment_header(state& s, const std::filesystem::path& path,
+                                                                std::error_code& e) {
+    std::byte hb[format::file_header_size];
+    auto f = s.io.open(path, open_mode::read, e);
+    const std::uint64_t bytes = e ? 0 : f.size(e);
+    if (e || bytes < sizeof hb) return std::nullopt;
+    read_exact(f, hb, sizeof hb, 0, e);
+    format::file_header h;
+    if (e || format::decode_file_header<checksum_type>(std::span(hb), format::file_kind::segment, h) !=
+                 format::header_status::ok)
+      return std::nullopt;
+    return h;
+  }
+
+  /// Whether the segment at `path` holds valid records from its header to
+  /// the very end of the file: a segment sealed in the background that
+  /// became durable (it was cut to its data before its flush began).
+  static bool ends_at_its_data(state& s, const std::filesystem::path& path, std::error_code& e) {
+    auto f = s.io.open(path, open_mode::read, e);
+    const std::uint64_t size = e ? 0 : f.size(e);
+    if (e || size < format::file_header_size || size > SIZE_MAX) return false;
+    auto m = s.io.map(f, static_cast<std::size_t>(size), false, e);
+    if (e) return false;
+    const scan_result r =
+        scan_records<checksum_type>(m.data(), size, format::file_header_size, [](const format::record_view&, std::uint64_t) {});
+    return r.valid_end == size;
+  }
+
+  /// Settles segments the writer started under a temporary name
+  /// (`<id>.cask.new`, options::background_seal) while it sealed the one
+  /// before in the background: the writer names one only once its
+  /// predecessor (the newest named writer segment) is durable. After a
+  /// crash, it is kept if that predecessor ends exactly at its data, every
+  /// record valid: then it was complete (a process crash leaves it so, and
+  /// so does a power loss after its flush), and the writes in the unnamed
+  /// one follow it. Otherwise the predecessor's unsynced tail was lost: it
+  /// is cut as the newest segment, and the unnamed one, whose writes came
+  /// after what was lost and were never synced, is dropped, so the writes
+  /// that survive are a prefix. A writer names a kept one (and removes a
+  /// dropped one); a read-only open reads a kept one where it lies (a
+  /// writer naming it meanwhile makes the open list again) and leaves the
+  /// directory as it is. `ids` gains a kept one.
+  static bool settle_unnamed(state& s, std::vector<std::uint32_t>& ids, const std::vector<std::uint32_t>& unnamed,
+                             std::error_code& ec, detail::error_site* site) {
+    const bool rw = !s.opts.read_only;
+    // The newest writer segment (merge outputs may have higher ids).
+    std::optional<std::uint32_t> newest;
+    for (auto it = ids.rbegin(); it != ids.rend() && !newest; ++it) {
+      std::error_code e;
+      const auto path = s.dir / segment_type::file_name(*it);
+      const auto h = read_segment_header(s, path, e);
+      if (e) return detail::set_error(ec, site, e, path, 0), false;
+      if (!h || (h->flags & format::merge_output) == 0) newest = *it;
+    }
+    // At most one is unnamed at a time, above every named writer segment:
+    // any other is a leftover, dropped.
+    const std::uint32_t top = *std::max_element(unnamed.begin(), unnamed.end());
+    for (const std::uint32_t id : unnamed) {
+      const auto final_path = s.dir / segment_type::file_name(id);
+      const auto from = unnamed_path(final_path);
+      bool keep = false;
+      std::string why = "segment started while the previous one was sealed in the background; ";
+      if (id == top && (!newest || id > *newest) &&
+          std::find(ids.begin(), ids.end(), id) == ids.end()) {
+        std::error_code e;
+        keep = !newest || ends_at_its_data(s, s.dir / segment_type::file_name(*newest), e);
+        if (e && e != std::errc::no_such_file_or_directory)
+          return detail::set_error(ec, site, e, s.dir / segment_type::file_name(*newest), 0), false;
+        if (!keep)
+          why += "that one did not become durable (a power loss), so its writes, never synced, are dropped";
+      } else {
+        why += "a leftover";
+      }
+      if (keep) {
+        if (rw) {
+          std::error_code e;
+          s.io.rename(from, final_path, e);
+          if (!e) s.io.sync_dir(s.dir, e);
+          if (e) return detail::set_error(ec, site, e, from, 0), false;
+        } else {
+          s.unnamed_id = id;
+        }
+        ids.insert(std::upper_bound(ids.begin(), ids.end(), id), id);
+      } else if (rw) {
+        std::error_code e;
+        s.io.remove(from, e);
+        if (!e) s.io.sync_dir(s.dir, e);
+        if (e) return detail::set_error(ec, site, e, from, 0), false;
+        report(s, recovery_event::kind::removed_temp, from, 0, 0, why);
+      }
+    }
+    return true;
+  }
+
   /// Rebuilds the keydir from every segment, in id order: helper threads
   /// prepare segments up to two ahead while the main thread (with a second
   /// one) applies the batch of segments prepared before them. Cuts a torn
@@ -2580,9 +2842,13 @@ class log_store {
     if (le) return detail::set_error(ec, site, le, s.dir), false;
     std::vector<std::uint32_t> ids;
     std::vector<std::uint32_t> hinted;
+    std::vector<std::uint32_t> unnamed;  // `<id>.cask.new`: see settle_unnamed()
     for (const auto& n : names) {
       if (auto id = segment_type::parse_file_name(n)) {
         if (std::find(skip.begin(), skip.end(), *id) == skip.end()) ids.push_back(*id);
+      } else if (auto uid = n.ends_with(".new") ? segment_type::parse_file_name(std::string_view(n).substr(0, n.size() - 4))
+                                                : std::nullopt) {
+        unnamed.push_back(*uid);
       } else if (rw && n.size() > 4 && n.ends_with(".tmp")) {
         std::error_code ignored;
         s.io.remove(s.dir / n, ignored);
@@ -2593,6 +2859,7 @@ class log_store {
       }
     }
     std::sort(ids.begin(), ids.end());
+    if (!unnamed.empty() && !settle_unnamed(s, ids, unnamed, ec, site)) return false;
     if (!ids.empty() && s.opts.error_if_exists) {
       detail::set_error(ec, site, make_error_code(errc::already_exists), s.dir);
       return false;
@@ -2691,7 +2958,8 @@ class log_store {
       }
       // A header that cannot be read fails the open: taking a merge output
       // for the writer's segment would treat the real one as sealed.
-      const auto seg_path = s.dir / segment_type::file_name(id);
+      auto seg_path = s.dir / segment_type::file_name(id);
+      if (id == s.unnamed_id) seg_path = unnamed_path(seg_path);
       auto f = s.io.open(seg_path, open_mode::read, he);
       const std::uint64_t seg_bytes = he ? 0 : f.size(he);
       const std::size_t got = static_cast<std::size_t>(std::min<std::uint64_t>(seg_bytes, sizeof hb));
