@@ -165,6 +165,23 @@ BOOST_AUTO_TEST_CASE(oversized_keys_and_values_are_refused_and_nothing_is_writte
   BOOST_TEST(!ec);
 }
 
+// max_key_bytes limits put only: a key stored under a larger limit is still
+// found, and erased, after a reopen with a smaller one.
+BOOST_AUTO_TEST_CASE(a_key_longer_than_the_limit_of_this_open_is_erased) {
+  temp_dir d("shrunk_limit");
+  const std::string long_key(16, 'k');
+  string_store::open(d.path()).put(long_key, "v");
+  cask::options o;
+  o.max_key_bytes = 4;
+  auto db = string_store::open(d.path(), o);
+  BOOST_TEST(db.contains(long_key));
+  BOOST_TEST(db.erase(long_key));
+  BOOST_TEST(!db.contains(long_key));
+  BOOST_TEST(db.size() == 0u);
+  db.close();
+  BOOST_TEST(!string_store::open(d.path(), o).contains(long_key));
+}
+
 BOOST_AUTO_TEST_CASE(invalid_options_are_refused) {
   temp_dir d("badopt");
   cask::options o;

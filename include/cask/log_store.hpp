@@ -263,7 +263,8 @@ class log_store {
   }
 
   /// Removes `key` by appending a tombstone record. Returns whether the key
-  /// was present (nothing is written when it was not).
+  /// was present (nothing is written when it was not). A key longer than
+  /// options::max_key_bytes, stored under a larger limit, is erased too.
   template <class K>
     requires lookup_key_for<Codec, Key, K>
   bool erase(const K& key) {
@@ -1204,7 +1205,8 @@ class log_store {
     if (!s) return false;
     key_buffer buf;
     const auto kb = key_bytes(key, buf);
-    if (kb.size() > s->opts.max_key_bytes) return false;  // could never have been stored
+    // (Not max_key_bytes: a key stored under a larger limit may be erased.)
+    if (kb.size() > format::max_key_len) return false;  // could never have been stored
     const std::uint64_t h = Hasher{}(kb);
     const std::uint64_t size = format::record_size(kb.size(), 0);
     std::uint64_t seq;
