@@ -35,10 +35,9 @@
 //                    creates, renames and unlinks done since its last
 //                    sync_dir(): a journal commits them in order.
 //
-//   process_crash    not a power loss: every file keeps what was written to
-//                    it, synced or not (the kernel's page cache outlives a
-//                    killed process), and every directory operation stays.
-//                    Not in all_loss_models.
+// kill_process() is not a power loss: every file keeps what was written to it
+// and every name stays (the kernel's page cache outlives a killed process),
+// while what is durable stays as it was; a later crash() starts from there.
 //
 // Without rollback the directories keep every operation (a journal that
 // committed everything). The image depends only on the file system's state,
@@ -100,7 +99,6 @@ enum class loss_model {
   random_pages,     ///< (b) each unsynced page new, old, zero, garbage or torn
   rollback_drop,    ///< (c) + (a): unsynced directory operations rolled back (a random suffix of them)
   rollback_random,  ///< (c) + (b)
-  process_crash,    ///< not a power loss: every file and name as it is (the page cache survives a killed process)
 };
 /// Every loss model, for loops.
 inline constexpr loss_model all_loss_models[] = {loss_model::drop_unsynced, loss_model::random_pages,
@@ -112,7 +110,6 @@ inline const char* to_string(loss_model m) {
     case loss_model::random_pages: return "random_pages";
     case loss_model::rollback_drop: return "rollback_drop";
     case loss_model::rollback_random: return "rollback_random";
-    case loss_model::process_crash: return "process_crash";
   }
   return "?";
 }
@@ -269,8 +266,7 @@ struct fs_state {
   }
 
   /// The bytes a crash leaves of one file.
-  static std::vector<std::byte> survive(const inode& node, bool random, bool all, std::mt19937_64& rng) {
-    if (all) return {node.buf->bytes.get(), node.buf->bytes.get() + node.size};
+  static std::vector<std::byte> survive(const inode& node, bool random, std::mt19937_64& rng) {
     if (!random) return node.durable;
     const std::byte* vol = node.buf->bytes.get();
     const std::vector<std::byte>& dur = node.durable;
@@ -344,8 +340,7 @@ struct fs_state {
       auto& out = img[path];
       for (const auto& [name, node] : n) {
         auto it = done.find(node->id);
-        if (it == done.end())
-          it = done.emplace(node->id, survive(*node, random, m == loss_model::process_crash, rng)).first;
+        if (it == done.end()) it = done.emplace(node->id, survive(*node, random, rng)).first;
         out[name] = it->second;
       }
     }
@@ -631,6 +626,39 @@ class powerloss_io {
   }
   /// Counts steps from 0 again, with no crash armed.
   void count_steps() const { arm(-1, loss_model::drop_unsynced, 0); }
+
+  /// Kills the process, not the machine: objects from before it are dead
+  /// (as after crash()), and the disk is as it was, each file's contents
+  /// and durable contents, and each directory's names, kept apart as they
+  /// were (the page cache survives; nothing more becomes durable).
+  void kill_process() const {
+    std::lock_guard g(fs_->mu);
+    fs_->crash_at = -1;
+    std::map<std::uint64_t, powerloss_detail::inode_ptr> copies;  // one new inode for each old one
+    auto copy = [&](const powerloss_detail::inode_ptr& node) {
+      auto& c = copies[node->id];
+      if (!c) {
+        c = fs_->new_inode();
+        fs_state::resize(*c, node->size);
+        if (node->size) std::memcpy(c->buf->bytes.get(), node->buf->bytes.get(), static_cast<std::size_t>(node->size));
+        c->durable = node->durable;
+      }
+      return c;
+    };
+    for (auto& [path, d] : fs_->dirs) {
+      powerloss_detail::names live, durable;
+      for (const auto& [name, node] : d.live) live[name] = copy(node);
+      for (const auto& [name, node] : d.durable) durable[name] = copy(node);
+      d.live = std::move(live);
+      d.durable = std::move(durable);
+      for (auto& op : d.pending)
+        if (op.node) op.node = copy(op.node);
+    }
+    ++fs_->generation;
+    ++fs_->changes;
+    fs_->locks.clear();
+    fs_->cv.notify_all();
+  }
   /// Mutating calls since arm() or count_steps().
   long steps() const {
     std::lock_guard g(fs_->mu);

@@ -784,90 +784,172 @@ BOOST_AUTO_TEST_CASE(concurrent_durable_writers_lose_no_acknowledged_put) {
 
 // ---- 4. a seal in the background ----
 
+namespace {
+
+using bg_store = pl_store<cask::sync_none>;
+
+/// The id of the active segment.
+std::uint32_t active_segment(const bg_store& db) {
+  for (const auto& s : db.stats().per_segment)
+    if (s.active) return s.id;
+  return 0;
+}
+
+/// Opens the store after a crash, with recovery's events in `events`.
+std::optional<bg_store> reopen(powerloss_io& io, cask::options o, std::vector<cask::recovery_event>& events,
+                               std::error_code& ec) {
+  events.clear();
+  o.reporter = [&events](const cask::recovery_event& e) { events.push_back(e); };
+  return bg_store::open(db_dir, o, ec, io);
+}
+
+/// How many of the writes key_of(0..written) survived in `db` as a prefix,
+/// and whether the store holds exactly that prefix (and maybe "after").
+int surviving_prefix(bg_store& db, int written, std::size_t value_size, bool& exact) {
+  int n = 0;
+  while (n < written && db.get(key_of(static_cast<std::uint64_t>(n))) == value_of(static_cast<std::uint64_t>(n), value_size)) ++n;
+  exact = db.size() == static_cast<std::size_t>(n) + (db.contains("after") ? 1 : 0);
+  return n;
+}
+
+}  // namespace
+
 // options::background_seal: the writer goes on in `<id>.cask.new` while a
 // thread of the store makes the full segment durable, then names the new one.
 // A crash before the thread gets to it (held back here by a foreground guard)
 // leaves the new segment unnamed. After a power loss the store opens with no
 // damage reported and holds a prefix of the writes no shorter than the last
 // sync(): the sealed segment's unsynced tail is cut as a torn tail and the
-// unnamed segment dropped, unless the sealed one survived whole (then the
-// unnamed one is kept and named). After a process crash nothing is lost.
+// unnamed segment dropped, unless the sealed one and the unnamed one's header
+// survived whole (then the unnamed one is kept and named). After a process
+// kill nothing is lost, and a power loss after the next open's sync() loses
+// nothing either: that open finished the seal. Segments are three pages, so
+// a page of the unnamed segment may survive without its header.
 BOOST_AUTO_TEST_CASE(a_crash_while_a_segment_is_sealed_in_the_background) {
-  using store = pl_store<cask::sync_none>;
   cask::options o;
-  o.max_segment_bytes = 4096;  // 29 records of 100-byte values a segment
+  o.max_segment_bytes = 3 * 4096;  // 89 records of 100-byte values a segment
   o.merge.background = false;
   BOOST_REQUIRE(o.background_seal);  // (the default)
-  std::vector<loss_model> models(std::begin(all_loss_models), std::end(all_loss_models));
-  models.push_back(loss_model::process_crash);
-  const int runs = static_cast<int>(20 * scale());
-  long kept = 0, dropped = 0;
-  for (const loss_model lm : models)
+  constexpr std::size_t vsize = 100;
+  const int runs = static_cast<int>(150 * scale());
+  long kept = 0, dropped = 0, killed = 0;
+  for (int m = 0; m <= 4; ++m) {
+    const bool kill = m == 4;  // a process kill; else a power loss of model m
+    const loss_model lm = kill ? loss_model::drop_unsynced : all_loss_models[m];
     for (int run = 0; run < runs; ++run) {
-      const std::uint64_t seed = mix(base_seed(), mix(200 + static_cast<std::uint64_t>(lm), static_cast<std::uint64_t>(run)));
-      const std::string context = std::string("model ") + to_string(lm) + ", seed " + std::to_string(seed);
+      const std::uint64_t seed = mix(base_seed(), mix(200 + static_cast<std::uint64_t>(m), static_cast<std::uint64_t>(run)));
+      const std::string context = std::string(kill ? "process kill" : to_string(lm)) + ", seed " + std::to_string(seed);
       powerloss_io io;
-      const int synced = 5 + static_cast<int>(seed % 20);  // some in the first segment
-      int written = 0, sealed_writes = 0;  // all writes, and those in the sealed segment
+      const int synced = 5 + static_cast<int>(seed % 60);  // in the first segment
+      int written = 0, sealed_writes = 0;                  // all writes, and those in the sealed segment
       {
-        auto db = store::open(db_dir, o, io);
-        for (; written < synced; ++written) db.put(key_of(static_cast<std::uint64_t>(written)), value_of(written));
+        auto db = bg_store::open(db_dir, o, io);
+        for (; written < synced; ++written) db.put(key_of(static_cast<std::uint64_t>(written)), value_of(written, vsize));
         db.sync();
         {
           powerloss_io::foreground fg(io);  // the sealing thread waits
-          // Up to one rotation (a second would wait for the first seal), and
-          // a few records into the new segment.
-          const auto active = [&] {
-            for (const auto& s : db.stats().per_segment)
-              if (s.active) return s.id;
-            return std::uint32_t{0};
-          };
-          const std::uint32_t first = active();
+          // One rotation (a second would wait for the first seal), and up to
+          // two pages of records in the new segment.
+          const std::uint32_t first = active_segment(db);
           int after = -1;
-          for (; after < static_cast<int>(seed % 7); ++written) {
-            db.put(key_of(static_cast<std::uint64_t>(written)), value_of(written));
-            if (after < 0 && active() != first) sealed_writes = written;  // (this one is in the new segment)
-            if (after >= 0 || active() != first) ++after;
+          for (; after < static_cast<int>(seed % 60); ++written) {
+            db.put(key_of(static_cast<std::uint64_t>(written)), value_of(written, vsize));
+            if (after < 0 && active_segment(db) != first) sealed_writes = written;  // (this one is in the new segment)
+            if (after >= 0 || active_segment(db) != first) ++after;
           }
-          const auto unnamed = cask::segment<powerloss_io>::file_name(active()) + ".new";
+          const auto unnamed = cask::segment<powerloss_io>::file_name(active_segment(db)) + ".new";
           BOOST_REQUIRE_MESSAGE(io.contents(db_dir / unnamed), context << ": no " << unnamed);
-          io.crash(lm, seed);
+          if (kill)
+            io.kill_process();
+          else
+            io.crash(lm, seed);
         }
-      }  // (the sealing thread's calls fail: the disk is the crash image)
+      }  // (the sealing thread's calls fail: the process is dead)
       std::vector<cask::recovery_event> events;
-      auto ro = o;
-      ro.reporter = [&](const cask::recovery_event& e) { events.push_back(e); };
       std::error_code ec;
-      auto db = store::open(db_dir, ro, ec, io);
+      auto db = reopen(io, o, events, ec);
       BOOST_REQUIRE_MESSAGE(!ec, context << ": the store does not open: " << ec.message());
-      int n = 0;  // the writes that survived: a prefix
-      while (n < written && db->get(key_of(static_cast<std::uint64_t>(n))) == value_of(n)) ++n;
+      bool exact = false;
+      const int n = surviving_prefix(*db, written, vsize, exact);
+      BOOST_REQUIRE_MESSAGE(exact, context << ": " << db->size() << " keys, not the first " << n << " writes of " << written);
       BOOST_REQUIRE_MESSAGE(n >= synced, context << ": " << n << " writes survived, " << synced << " were synced");
-      BOOST_REQUIRE_MESSAGE(db->size() == static_cast<std::size_t>(n),
-                            context << ": " << db->size() << " keys, not the first " << n << " writes of " << written);
-      if (lm == loss_model::process_crash)
-        BOOST_REQUIRE_MESSAGE(n == written, context << ": a process crash lost writes: " << n << " of " << written);
       for (const auto& e : events)
         BOOST_REQUIRE_MESSAGE(e.what != cask::recovery_event::kind::corrupt_record,
                               context << ": damage reported: " << e.file << " at " << e.offset << ": " << e.detail);
       const bool was_dropped = std::any_of(events.begin(), events.end(), [](const cask::recovery_event& e) {
         return e.what == cask::recovery_event::kind::removed_temp && e.file.string().ends_with(".new");
       });
-      // Dropped, nothing of the unnamed segment survives (nor, most often,
-      // all of the sealed one: it may also have survived whole, but not
-      // provably, if its cut to its data was lost); kept (or its name
-      // rolled back), the sealed segment lost nothing. (Records in a kept
-      // unnamed segment may be lost still: a torn tail of its own.)
-      const bool rollback = lm == loss_model::rollback_drop || lm == loss_model::rollback_random;
       (was_dropped ? dropped : kept) += 1;
-      BOOST_REQUIRE_MESSAGE(was_dropped ? n <= sealed_writes : rollback || n >= sealed_writes,
+      // Dropped, nothing of the unnamed segment survives (nor, most often,
+      // all of the sealed one: it may have survived whole, but not provably,
+      // if its cut to its data or the unnamed one's header was lost); kept
+      // (or its name rolled back), the sealed segment lost nothing. (Records
+      // of a kept unnamed segment may be lost still: a torn tail of its own.)
+      const bool rollback = lm == loss_model::rollback_drop || lm == loss_model::rollback_random;
+      BOOST_REQUIRE_MESSAGE(was_dropped ? n <= sealed_writes : rollback || kill || n >= sealed_writes,
                             context << ": " << n << " of " << written << " writes survived, " << sealed_writes
                                     << " in the sealed segment; unnamed segment " << (was_dropped ? "dropped" : "kept"));
-      // And the store takes writes again.
+      if (!kill) continue;
+      ++killed;
+      BOOST_REQUIRE_MESSAGE(n == written && !was_dropped, context << ": the kill lost writes: " << n << " of " << written);
+      // The open made every segment it kept durable: after a sync(), a power
+      // loss loses nothing.
       db->put("after", "x");
-      BOOST_REQUIRE(db->get("after") == "x");
+      db->sync();
+      db.reset();
+      io.crash(loss_model::drop_unsynced, seed);
+      db = reopen(io, o, events, ec);
+      BOOST_REQUIRE_MESSAGE(!ec, context << ", then a sync and a power loss: the store does not open: " << ec.message());
+      BOOST_REQUIRE_MESSAGE(surviving_prefix(*db, written, vsize, exact) == written && exact && db->contains("after"),
+                            context << ", then a sync and a power loss: writes lost");
     }
-  BOOST_TEST_MESSAGE("background seal: " << kept << " unnamed segments kept, " << dropped << " dropped");
-  BOOST_TEST(kept >= runs);     // every process crash, at least
+  }
+  BOOST_TEST_MESSAGE("background seal: " << kept << " unnamed segments kept, " << dropped << " dropped, " << killed
+                                         << " process kills");
+  BOOST_TEST(kept >= runs);     // every process kill, at least
   BOOST_TEST(dropped >= runs);  // every drop_unsynced, at least
+}
+
+// A process killed when the newest segment is exactly full: the next open
+// takes it as a sealed segment without cutting anything, and must make it
+// durable all the same (its records may be in the page cache only), so that
+// a power loss after that open's sync() loses none of them.
+BOOST_AUTO_TEST_CASE(a_killed_writers_full_segment_is_made_durable_by_the_next_open) {
+  cask::options o;
+  o.max_segment_bytes = 4096;
+  o.merge.background = false;
+  for (const bool background : {true, false}) {
+    o.background_seal = background;
+    powerloss_io io;
+    int written = 0;
+    {
+      auto db = bg_store::open(db_dir, o, io);
+      std::uint64_t used = cask::format::file_header_size;
+      auto size_of = [](int i, std::size_t v) { return cask::format::record_size(key_of(static_cast<std::uint64_t>(i)).size(), v); };
+      for (; o.max_segment_bytes - used >= 2 * size_of(written, 100); ++written) {
+        db.put(key_of(static_cast<std::uint64_t>(written)), value_of(written, 100));
+        used += size_of(written, 100);
+      }
+      // The last record fills the segment to its last byte.
+      const std::size_t rest = static_cast<std::size_t>(o.max_segment_bytes - used - size_of(written, 0));
+      db.put(key_of(static_cast<std::uint64_t>(written)), value_of(written, rest));
+      ++written;
+      BOOST_REQUIRE_EQUAL(db.stats().per_segment.size(), 1u);
+      io.kill_process();
+    }
+    {
+      auto db = bg_store::open(db_dir, o, io);
+      db.put("after", "x");
+      db.sync();
+    }
+    io.crash(loss_model::drop_unsynced, 1);
+    std::error_code ec;
+    auto db = bg_store::open(db_dir, o, ec, io);
+    BOOST_REQUIRE_MESSAGE(!ec, "the store does not open after the power loss: " << ec.message());
+    for (int i = 0; i < written; ++i) {
+      std::error_code ge;
+      BOOST_TEST((db->get(key_of(static_cast<std::uint64_t>(i)), ge).has_value() && !ge), "write " << i << " lost");
+    }
+    BOOST_TEST(db->contains("after"));
+  }
 }

@@ -505,8 +505,9 @@ BOOST_AUTO_TEST_CASE(leveldb_old_log_synced_before_next_is_used) {
     }
     BOOST_TEST(rotations >= 4u, (background ? "in the background: " : "") << rotations << " rotations");
   }
-  // The seal's fdatasync fails: the next segment never appears, the put that
-  // needed it fails, and the store refuses writes until reopened.
+  // The seal's fdatasync fails: the next segment never appears under its
+  // name, a put fails (the one that sealed or, sealing in the background, a
+  // later one), and the store refuses writes until reopened.
   model m;
   {
     faulty_io io;

@@ -843,8 +843,10 @@ class log_store {
     const std::uint32_t sealed_id = s.active ? s.active->id() : 0;
     const bool had_records = s.active && s.tail > format::file_header_size;
     // One seal at a time: the one before must be done (its segment durable,
-    // this one named).
-    if (!wait_sealed(s, s.seals_started, ec, site)) return false;
+    // this one named). If it failed, the store refuses writes, as after any
+    // failed flush (sync() and close() report the flush's own error).
+    if (std::error_code se; !wait_sealed(s, s.seals_started, se, nullptr))
+      return ec = make_error_code(errc::store_failed), false;
     if (had_records && queue_hint && s.sealer.joinable()) return rotate_in_background(s, size, ec, site);
     if (!seal_active(s, /*closing=*/false, ec, site)) return false;
     std::vector<replacement> replaced = std::move(s.replaced);
@@ -933,7 +935,7 @@ class log_store {
       job.seg->map().flush(0, static_cast<std::size_t>(job.end), e);
       if (!e) job.seg->file().sync(e);
       if (!e) {
-        at = job.next->path(), off = 0;
+        at = unnamed_path(job.next->path()), off = 0;
         job.next->map().flush(0, format::file_header_size, e);
       }
       if (!e) s.io.rename(unnamed_path(job.next->path()), job.next->path(), e);
@@ -2797,23 +2799,38 @@ class log_store {
       const auto from = unnamed_path(final_path);
       bool keep = false;
       std::string why = "segment started while the previous one was sealed in the background; ";
-      if (id == top && (!newest || id > *newest) &&
-          std::find(ids.begin(), ids.end(), id) == ids.end()) {
+      if (id == top && newest && id > *newest && std::find(ids.begin(), ids.end(), id) == ids.end()) {
+        // Its own header must be whole too: it was made durable only with
+        // the name, and a power loss may keep later pages without it.
+        // (A read-only open that races the writer's rename gets ENOENT, and lists again.)
         std::error_code e;
-        keep = !newest || ends_at_its_data(s, s.dir / segment_type::file_name(*newest), e);
-        if (e && e != std::errc::no_such_file_or_directory)
-          return detail::set_error(ec, site, e, s.dir / segment_type::file_name(*newest), 0), false;
+        const auto own = read_segment_header(s, from, e);
+        if (e) return detail::set_error(ec, site, e, from, 0), false;
+        keep = own && own->segment_id == id && (own->flags & format::merge_output) == 0 &&
+               ends_at_its_data(s, s.dir / segment_type::file_name(*newest), e);
+        if (e) return detail::set_error(ec, site, e, s.dir / segment_type::file_name(*newest), 0), false;
         if (!keep)
-          why += "that one did not become durable (a power loss), so its writes, never synced, are dropped";
+          why += "that one (or this one's header) did not become durable, so its writes, never synced, are dropped";
       } else {
         why += "a leftover";
       }
       if (keep) {
         if (rw) {
+          // The sealing thread's work, finished: the sealed segment and this
+          // one's header durable (after a process crash they may be in the
+          // page cache only, and the sealed one is never synced again), then
+          // the name.
+          std::filesystem::path at = s.dir / segment_type::file_name(*newest);
           std::error_code e;
-          s.io.rename(from, final_path, e);
-          if (!e) s.io.sync_dir(s.dir, e);
-          if (e) return detail::set_error(ec, site, e, from, 0), false;
+          for (const auto& p : {at, from}) {
+            at = p;
+            auto f = s.io.open(p, open_mode::read_write, e);
+            if (!e) f.sync(e);
+            if (e) break;
+          }
+          if (!e) at = from, s.io.rename(from, final_path, e);
+          if (!e) at = s.dir, s.io.sync_dir(s.dir, e);
+          if (e) return detail::set_error(ec, site, e, at, 0), false;
         } else {
           s.unnamed_id = id;
         }
@@ -2861,11 +2878,11 @@ class log_store {
       }
     }
     std::sort(ids.begin(), ids.end());
-    if (!unnamed.empty() && !settle_unnamed(s, ids, unnamed, ec, site)) return false;
-    if (!ids.empty() && s.opts.error_if_exists) {
+    if (!(ids.empty() && unnamed.empty()) && s.opts.error_if_exists) {
       detail::set_error(ec, site, make_error_code(errc::already_exists), s.dir);
       return false;
     }
+    if (!unnamed.empty() && !settle_unnamed(s, ids, unnamed, ec, site)) return false;
     if (rw) {
       // A hint without its segment is a leftover of a merge's removal.
       for (const auto id : hinted)
@@ -3251,13 +3268,17 @@ class log_store {
           s.reuse_id = q.id;
           continue;
         }
-        if (q.newest && rw && q.end != q.size) {
-          // Cut the tail, make the cut durable, and map the segment at its new size.
+        if (q.newest && rw) {
+          // It is a sealed segment from now on: made durable as a seal makes
+          // one (after a process crash its records may be in the page cache
+          // only, and nothing would sync it later), its tail cut first if it
+          // did not validate, and then mapped at its new size.
           std::error_code e;
           auto wf = s.io.open(q.path, open_mode::read_write, e);
-          if (!e) wf.truncate(q.end, e);
+          if (!e && q.end != q.size) wf.truncate(q.end, e);
           if (!e) wf.sync(e);
           if (e) return detail::set_error(ec, site, e, q.path, q.end), false;
+          if (q.end == q.size) continue;
           auto sealed = open_sealed(s, q.id, q.path, q.end, ec, site);
           if (!sealed) return false;
           sealed->counters().copy_from(seg->counters());
