@@ -556,12 +556,13 @@ class log_store {
     // sealed segment durable and then names the active segment, created as
     // `<id>.cask.new` (seal_loop()), and the seal it is asked for. Under
     // seal_mu; seals_started also under write_mu (a rotation takes both).
+    /// A seal for the sealing thread (rotate_in_background()).
     struct seal_job {
-      std::shared_ptr<segment_type> seg;   // the sealed segment, still mapped writable
-      std::uint64_t end = 0;               // its data
-      std::uint64_t seq = 0;               // the newest record in it (and in any segment before it)
-      std::vector<replacement> replaced;   // for its hint file
-      std::shared_ptr<segment_type> next;  // the active segment that follows it, still unnamed
+      std::shared_ptr<segment_type> seg;   ///< the sealed segment, still mapped writable
+      std::uint64_t end = 0;               ///< its data
+      std::uint64_t seq = 0;               ///< the newest record in it (and in any segment before it)
+      std::vector<replacement> replaced;   ///< for its hint file
+      std::shared_ptr<segment_type> next;  ///< the active segment that follows it, still unnamed
     };
     std::thread sealer;
     std::mutex seal_mu;
