@@ -2737,12 +2737,14 @@ class log_store {
   }
 
   /// A segment file's header, if it has a valid one: its id, and whether a
-  /// merge wrote it. Read errors are returned.
+  /// merge wrote it. Read errors are returned; `size`, if given, receives
+  /// the file's size.
   static std::optional<format::file_header> read_segment_header(state& s, const std::filesystem::path& path,
-                                                                std::error_code& e) {
+                                                                std::error_code& e, std::uint64_t* size = nullptr) {
     std::byte hb[format::file_header_size];
     auto f = s.io.open(path, open_mode::read, e);
     const std::uint64_t bytes = e ? 0 : f.size(e);
+    if (size) *size = bytes;
     if (e || bytes < sizeof hb) return std::nullopt;
     read_exact(f, hb, sizeof hb, 0, e);
     format::file_header h;
@@ -2960,7 +2962,6 @@ class log_store {
     std::uint64_t total_bytes = 0;  // of the segment files
     for (std::size_t idx = 0; idx < ids.size(); ++idx) {
       const std::uint32_t id = ids[idx];
-      std::byte hb[format::file_header_size];
       std::error_code he;
       {
         auto hf = s.io.open(s.dir / hint_file_name(id), open_mode::read, he);
@@ -2980,18 +2981,11 @@ class log_store {
       // for the writer's segment would treat the real one as sealed.
       auto seg_path = s.dir / segment_type::file_name(id);
       if (id == s.unnamed_id) seg_path = unnamed_path(seg_path);
-      auto f = s.io.open(seg_path, open_mode::read, he);
-      const std::uint64_t seg_bytes = he ? 0 : f.size(he);
-      const std::size_t got = static_cast<std::size_t>(std::min<std::uint64_t>(seg_bytes, sizeof hb));
-      if (!he) read_exact(f, hb, got, 0, he);
+      std::uint64_t seg_bytes = 0;
+      const auto h = read_segment_header(s, seg_path, he, &seg_bytes);
       if (he) return detail::set_error(ec, site, he, seg_path, 0), false;
       total_bytes += seg_bytes;
-      format::file_header h;
-      const bool merged = got == sizeof hb &&
-                          format::decode_file_header<checksum_type>(std::span(hb), format::file_kind::segment, h) ==
-                              format::header_status::ok &&
-                          (h.flags & format::merge_output) != 0;
-      if (!merged) last_active = id;
+      if (!h || (h->flags & format::merge_output) == 0) last_active = id;
     }
 
     // After a clean close, the keydir snapshot spares all of what follows.
