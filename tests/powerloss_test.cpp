@@ -1,7 +1,9 @@
 // Simulated power loss (tests/powerloss_io.hpp): the policy's own semantics;
 // random workloads through many crash/recover cycles under every loss model
-// and sync policy; and a crash at every mutating I/O call of put+sync,
-// rotation, merge, close (hint writing) and recovery itself.
+// and sync policy; a crash at every mutating I/O call of put+sync,
+// rotation, merge, close (hint writing) and recovery itself; and, with no
+// crash, read-only opens while a segment is sealed in the background (the
+// policy's foreground guard holds the sealing thread back).
 //
 // What is checked after every crash: the store opens; it holds the state
 // after some prefix of the writes, no shorter than the last one known durable
@@ -952,4 +954,205 @@ BOOST_AUTO_TEST_CASE(a_killed_writers_full_segment_is_made_durable_by_the_next_o
     }
     BOOST_TEST(db->contains("after"));
   }
+}
+
+// ---- 5. a read-only open while a segment is sealed in the background ----
+
+namespace {
+
+/// powerloss_io with a hook that runs after each list() of a directory and
+/// before each open() of a segment under its temporary name
+/// (`<id>.cask.new`): the points where a read-only open can meet the writer's
+/// rename of that segment.
+class hooked_io : public powerloss_io {
+ public:
+  /// Called with "list" or "open" and the call's path; the call goes on when it returns.
+  using hook_fn = std::function<void(const std::string&, const std::filesystem::path&)>;
+
+  hooked_io(const powerloss_io& io, std::shared_ptr<hook_fn> hook) : powerloss_io(io), hook_(std::move(hook)) {}
+
+  std::vector<std::string> list(const std::filesystem::path& dir, std::error_code& ec) const {
+    auto names = powerloss_io::list(dir, ec);
+    if (*hook_) (*hook_)("list", dir);
+    return names;
+  }
+  file open(const std::filesystem::path& p, cask::open_mode m, std::error_code& ec) const {
+    if (*hook_ && p.filename().string().ends_with(".cask.new")) (*hook_)("open", p);
+    return powerloss_io::open(p, m, ec);
+  }
+
+ private:
+  std::shared_ptr<hook_fn> hook_;
+};
+
+struct hooked_traits : pl_traits<cask::sync_none> {
+  using io = hooked_io;
+};
+using hooked_store = cask::log_store<std::string, std::string, cask::default_hasher, cask::basic_codec, hooked_traits>;
+
+/// The options of the writer in these tests: one-page segments.
+cask::options one_page_segments() {
+  cask::options o;
+  o.max_segment_bytes = 4096;  // 30 records of 100-byte values
+  o.merge.background = false;
+  return o;
+}
+
+/// Writes to `db` until its segment is full and on into the next one: new
+/// keys, overwrites of keys of the full segment and an erase of one. Called
+/// with the sealing thread held back (a foreground guard), it leaves the
+/// next segment unnamed. Returns that segment's id; `m` gets what `db` holds.
+std::uint32_t write_into_a_second_segment(bg_store& db, model& m) {
+  auto put = [&](const std::string& k, const std::string& v) {
+    db.put(k, v);
+    m[k] = v;
+  };
+  const std::uint32_t first = active_segment(db);
+  std::uint64_t i = 0;
+  for (; active_segment(db) == first; ++i) put(key_of(i), value_of(i, 100));
+  for (const std::uint64_t end = i + 10; i < end; ++i) put(key_of(i), value_of(i, 100));
+  for (std::uint64_t k = 0; k < 10; ++k) put(key_of(3 * k), "overwritten " + std::to_string(k));
+  BOOST_REQUIRE(db.erase(key_of(1)));
+  m.erase(key_of(1));
+  BOOST_REQUIRE_EQUAL(db.stats().per_segment.size(), 2u);  // (one rotation: a second one would wait for the seal)
+  return active_segment(db);
+}
+
+/// Checks that `db` holds exactly `m`, with get() and for_each().
+template <class Store>
+void check_holds(Store& db, const model& m, const std::string& context) {
+  for (const auto& [k, v] : m) {
+    std::error_code ec;
+    const auto got = db.get(k, ec);
+    BOOST_REQUIRE_MESSAGE(!ec && got == v, context << ": " << k << (got ? " has another value" : " not found")
+                                                   << (ec ? ": " + ec.message() : std::string()));
+  }
+  std::size_t n = 0;
+  db.for_each([&](const std::string& k, const std::string& v) {
+    ++n;
+    BOOST_REQUIRE_MESSAGE(m.count(k) && m.at(k) == v, context << ": unexpected " << k);
+  });
+  BOOST_REQUIRE_MESSAGE(n == m.size() && db.size() == m.size(),
+                        context << ": " << n << " keys listed, " << db.size() << " counted, " << m.size() << " written");
+}
+
+/// Whether the hint file of segment `id` is written and the directory holds
+/// no unsynced operation: the writer's background work after a seal is done.
+bool hint_written(const powerloss_io& io, std::uint32_t id) {
+  return io.contents(db_dir / cask::hint_file_name(id)) && !io.dir_pending(db_dir);
+}
+
+/// Waits until `done()` holds, woken by each step of the disk (no deadline:
+/// the test's timeout is the limit).
+template <class Pred>
+void wait_until(const powerloss_io& io, Pred done) {
+  auto seen = io.changes();
+  while (!done()) io.wait_change(seen, std::chrono::seconds(1));
+}
+
+}  // namespace
+
+// A read-only open (another process, or this one) between a rotation and the
+// sealing thread's rename reads the writer's active segment from its
+// temporary name, `<id>.cask.new`, as settle_unnamed() keeps it: every key
+// written so far, the newest value of each (some written in the sealed
+// segment and overwritten, one erased, in the unnamed one). And it changes
+// nothing on disk: no step at all (not a rename, a remove or a sync) while
+// the sealing thread is held back. Once the seal is let go, the segment is
+// named, and the read-only store still reads it through its mapping.
+BOOST_AUTO_TEST_CASE(a_read_only_open_during_a_seal_reads_the_unnamed_segment_and_changes_nothing) {
+  const cask::options o = one_page_segments();
+  powerloss_io io;
+  auto db = bg_store::open(db_dir, o, io);
+  model m;
+  std::optional<powerloss_io::foreground> fg(std::in_place, io);  // the sealing thread waits
+  const std::uint32_t id = write_into_a_second_segment(db, m);
+  const auto named = db_dir / cask::segment<powerloss_io>::file_name(id);
+  const auto unnamed = db_dir / (named.filename().string() + ".new");
+  BOOST_REQUIRE(io.contents(unnamed) && !io.contents(named));
+
+  const disk_image before = io.snapshot();
+  io.count_steps();
+  cask::options ro = o;
+  ro.read_only = true;
+  std::vector<cask::recovery_event> events;
+  ro.reporter = [&events](const cask::recovery_event& e) { events.push_back(e); };
+  std::error_code ec;
+  auto r = bg_store::open(db_dir, ro, ec, io);
+  BOOST_REQUIRE_MESSAGE(!ec, "the read-only open failed: " << ec.message());
+  check_holds(*r, m, "read-only, the seal held back");
+  const auto segs = r->stats().per_segment;
+  BOOST_TEST((segs.size() == 2 && segs.back().id == id));
+  BOOST_TEST(io.steps() == 0);  // no call that changes the disk
+  BOOST_TEST((io.snapshot() == before));
+  for (const auto& e : events)  // (not even a torn tail: the writer's segment ends in zeros)
+    BOOST_ERROR("the read-only open reported " << e.file << ": " << e.detail);
+  BOOST_TEST(io.contents(unnamed).has_value());
+
+  fg.reset();
+  db.sync();  // waits for the seal: the segment is named
+  BOOST_REQUIRE(!io.contents(unnamed) && io.contents(named));
+  check_holds(*r, m, "read-only, after the rename");
+  check_holds(db, m, "the writer");
+}
+
+// The same, with the seal let go while the read-only open runs, at each point
+// in turn where the open lists the directory or opens the unnamed segment
+// (a hooked I/O policy stops it there; the writer's sync() then waits for
+// the seal, so the rename and the hint file of the sealed segment are done
+// before the open goes on): the open must still succeed, listing the
+// directory again after the rename, and hold every key written before it
+// began. Where it then opens the unnamed segment by its old name, it meets
+// the rename (ENOENT) and starts over.
+BOOST_AUTO_TEST_CASE(a_read_only_open_racing_the_rename_of_the_unnamed_segment_reads_it) {
+  const cask::options o = one_page_segments();
+  cask::options ro = o;
+  ro.read_only = true;
+  int points = 0, met = 0;  // points, and those where the open met the rename
+  for (int at = 0;; ++at) {
+    powerloss_io io;
+    auto db = bg_store::open(db_dir, o, io);
+    model m;
+    std::optional<powerloss_io::foreground> fg(std::in_place, io);  // the sealing thread waits
+    const std::uint32_t id = write_into_a_second_segment(db, m);
+    const auto named = db_dir / cask::segment<powerloss_io>::file_name(id);
+    const auto unnamed = db_dir / (named.filename().string() + ".new");
+    BOOST_REQUIRE(io.contents(unnamed) && !io.contents(named));
+
+    int calls = 0, lists_after = 0, stale_opens = 0;  // (after the seal was let go)
+    std::string where;                               // where the seal was let go
+    auto hook = std::make_shared<hooked_io::hook_fn>([&](const std::string& call, const std::filesystem::path& p) {
+      const bool renamed_before = !where.empty();
+      if (calls++ == at) {
+        where = (call == "list" ? "after listing " : "before opening ") + p.filename().string() + " (call " +
+                std::to_string(at) + ")";
+        fg.reset();
+        db.sync();  // the seal is done: the segment is named
+        wait_until(io, [&] { return hint_written(io, id - 1); });
+      }
+      // (An open goes on after its hook, a listing was made before it.)
+      if (call == "open" && !where.empty()) ++stale_opens;
+      if (call == "list" && renamed_before) ++lists_after;
+    });
+    std::error_code ec;
+    auto r = hooked_store::open(db_dir, ro, ec, hooked_io(io, hook));
+    *hook = nullptr;
+    if (where.empty()) {
+      // The open made fewer calls: every point was tried. (It ran with the seal held back.)
+      BOOST_REQUIRE_MESSAGE(!ec, "the read-only open failed: " << ec.message());
+      check_holds(*r, m, "read-only, the seal held back");
+      break;
+    }
+    ++points;
+    const std::string context = "the seal let go " + where;
+    BOOST_REQUIRE_MESSAGE(!ec, context << ": the read-only open failed: " << ec.message());
+    BOOST_REQUIRE_MESSAGE(!io.contents(unnamed) && io.contents(named), context << ": the segment was not named");
+    check_holds(*r, m, context);
+    BOOST_TEST(lists_after > 0, context << ": the open did not list the directory again");
+    if (stale_opens > 0) ++met;
+  }
+  BOOST_TEST_MESSAGE("read-only open racing a rename: the seal let go at " << points << " points; the open met the rename at "
+                                                                            << met);
+  BOOST_TEST(points >= 2);  // after the listing, and before at least one open of the unnamed segment
+  BOOST_TEST(met >= 1);     // (and so started over)
 }
