@@ -2849,6 +2849,34 @@ class log_store {
     return true;
   }
 
+  /// The names in the store's directory, for recover(). A read-only open
+  /// lists it again until two listings in a row name the same segment files
+  /// (`<id>.cask`, `<id>.cask.new`; at most 8 more times, then the last one
+  /// is taken): a writer's rename of `<id>.cask.new` (seal_loop()) that
+  /// crosses a listing may leave both names out of it (readdir() need not
+  /// return a name added or removed after opendir(); on Linux a listing that
+  /// takes several getdents64() calls can miss both), which would drop the
+  /// writes in that segment. The segment is renamed once, so the next
+  /// listing holds it, and the two differ. A writer's open lists once: it
+  /// holds the lock, and nothing else renames.
+  static std::vector<std::string> list_store(state& s, std::error_code& e) {
+    auto names = s.io.list(s.dir, e);
+    if (!s.opts.read_only) return names;
+    auto segment_files = [](std::vector<std::string> v) {
+      std::erase_if(v, [](const std::string& n) { return !n.ends_with(".cask") && !n.ends_with(".cask.new"); });
+      std::sort(v.begin(), v.end());
+      return v;
+    };
+    for (int attempt = 0; !e && attempt < 8; ++attempt) {
+      auto again = s.io.list(s.dir, e);
+      if (e) break;
+      const bool same = segment_files(names) == segment_files(again);
+      names = std::move(again);
+      if (same) break;
+    }
+    return names;
+  }
+
   /// Rebuilds the keydir from every segment, in id order: helper threads
   /// prepare segments up to two ahead while the main thread (with a second
   /// one) applies the batch of segments prepared before them. Cuts a torn
@@ -2856,7 +2884,7 @@ class log_store {
   static bool recover(state& s, std::error_code& ec, detail::error_site* site) {
     const bool rw = !s.opts.read_only;
     std::error_code le;
-    auto names = s.io.list(s.dir, le);
+    auto names = list_store(s, le);
     if (le) return detail::set_error(ec, site, le, s.dir), false;
     std::vector<std::uint32_t> skip;
     if (!settle_merges(s, names, skip, ec, site)) return false;
