@@ -127,3 +127,70 @@ BOOST_AUTO_TEST_CASE(a_value_the_codec_cannot_decode_is_reported_as_corruption) 
   BOOST_TEST((ec == cask::errc::corruption));
   BOOST_CHECK_THROW(db.get("k"), cask::error);
 }
+
+// A checksum policy other than CRC-32C: the CRC-32 of zlib and Ethernet, with its own id.
+struct crc32_ieee {
+  static constexpr std::uint32_t id = 2;
+  static std::uint32_t extend(std::uint32_t crc, const std::byte* p, std::size_t n) noexcept {
+    boost::crc_optimal<32, 0x04C11DB7, 0xFFFFFFFF, 0xFFFFFFFF, true, true> c(reflect(crc ^ 0xFFFFFFFFu));
+    c.process_bytes(p, n);
+    return c.checksum();
+  }
+  static std::uint32_t compute(const std::byte* p, std::size_t n) noexcept { return extend(0, p, n); }
+  static constexpr std::uint32_t reflect(std::uint32_t x) noexcept {
+    std::uint32_t r = 0;
+    for (int i = 0; i < 32; ++i, x >>= 1) r = (r << 1) | (x & 1u);
+    return r;
+  }
+};
+struct ieee_traits : cask::default_traits {
+  using checksum = crc32_ieee;
+};
+using ieee_store = cask::log_store<std::string, std::string, cask::default_hasher, cask::basic_codec, ieee_traits>;
+using crc32c_store = cask::log_store<std::string, std::string>;
+
+// Each policy also sums the file headers, so a reader cannot verify a header
+// written under another one: it must refuse the store (codec_mismatch, naming
+// the segment), not take the header for one a crash tore and rewrite the
+// segment (which lost the whole of a one-segment store) or, read-only, open it empty.
+template <class Writer, class Reader>
+void refuses_other_checksum(const std::string& tag, std::uint64_t segment_bytes) {
+  cask_test::temp_dir d(tag);
+  cask::options o;
+  o.max_segment_bytes = segment_bytes;
+  o.merge.background = false;
+  {
+    auto db = Writer::open(d.path(), o);
+    for (int i = 0; i < 100; ++i) db.put("k" + std::to_string(i), std::string(40, char('a' + i % 26)));
+  }
+  const bool one_segment = cask_test::segment_files(d.path()).size() == 1;
+  BOOST_TEST_MESSAGE(tag << ": " << cask_test::segment_files(d.path()).size() << " segments");
+  for (const bool read_only : {false, true}) {
+    o.read_only = read_only;
+    {
+      std::error_code ec;
+      auto db = Reader::open(d.path(), o, ec);
+      BOOST_TEST(!db.has_value(), tag << (read_only ? " read-only" : "") << ": opened, " << (db ? db->size() : 0) << " keys");
+      BOOST_TEST((ec == cask::errc::codec_mismatch), tag << ": " << ec.message());
+    }
+    try {
+      Reader::open(d.path(), o);
+      BOOST_ERROR(tag << ": expected an exception");
+    } catch (const cask::error& e) {
+      BOOST_TEST((e.code() == cask::errc::codec_mismatch), e.what());
+      BOOST_TEST(e.path().parent_path() == d.path());
+      BOOST_TEST(e.offset() == 0u);
+    }
+  }
+  o.read_only = false;
+  auto db = Writer::open(d.path(), o);
+  BOOST_TEST(db.size() == 100u, tag << (one_segment ? " (one segment)" : "") << ": data lost");
+  BOOST_TEST((db.get("k7") == std::string(40, 'h')));
+}
+
+BOOST_AUTO_TEST_CASE(a_store_refuses_to_open_with_another_checksum_and_keeps_its_data) {
+  refuses_other_checksum<ieee_store, crc32c_store>("sum-one", std::uint64_t{1} << 20);
+  refuses_other_checksum<ieee_store, crc32c_store>("sum-many", 4096);
+  refuses_other_checksum<crc32c_store, ieee_store>("sum-one-rev", std::uint64_t{1} << 20);
+  refuses_other_checksum<crc32c_store, ieee_store>("sum-many-rev", 4096);
+}
