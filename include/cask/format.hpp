@@ -135,6 +135,14 @@ header_status decode_file_header(std::span<const std::byte> in, file_kind expect
   return header_status::ok;
 }
 
+/// The checksum id that a header in `in` (at least 32 bytes, else 0) claims,
+/// unverified: the header checksum is the file's checksum policy's, so a
+/// reader under another policy cannot verify the header, but can still see
+/// that it names another one (FORMAT.md "File header").
+inline std::uint32_t claimed_checksum_id(std::span<const std::byte> in) noexcept {
+  return in.size() < file_header_size ? 0 : detail::load_u32(in.data() + 12);
+}
+
 /// Writes a record header with a zero checksum; call seal_record() once the
 /// key and value bytes follow it.
 inline void encode_record_header(std::byte* out, std::uint64_t seq, std::uint8_t flags, std::uint32_t key_len,

@@ -2551,6 +2551,24 @@ class log_store {
     return true;
   }
 
+  /// Whether the segment bytes [0, size) (at least a header; zeros from
+  /// zero_from on) were written under another checksum policy. That policy
+  /// sums the header too, so this one cannot verify it: a header that fails
+  /// its checksum, claims another checksum id, and lies over data in which no
+  /// record validates under this policy is that, not a header a crash tore
+  /// (FORMAT.md "File header"). Damage to the id field alone leaves the
+  /// records valid; an empty segment holds nothing to lose.
+  static bool under_other_checksum(const std::byte* data, std::uint64_t size, std::uint64_t zero_from) {
+    const std::span<const std::byte> bytes(data, static_cast<std::size_t>(size));
+    format::file_header h;
+    return format::decode_file_header<checksum_type>(bytes, format::file_kind::segment, h) ==
+               format::header_status::bad_checksum &&
+           format::claimed_checksum_id(bytes) != checksum_type::id &&
+           cask::nonzero_end(data, format::file_header_size, std::max<std::uint64_t>(zero_from, format::file_header_size)) >
+               format::file_header_size &&
+           !find_next_record<checksum_type>(data, size, format::file_header_size, zero_from);
+  }
+
   static prepared prepare(const state& s, std::uint32_t id, bool newest, bool parallel) {
     prepared p;
     p.id = id;
@@ -2591,6 +2609,8 @@ class log_store {
     const auto hs = format::decode_file_header<checksum_type>(std::span(m.data(), static_cast<std::size_t>(size)),
                                                               format::file_kind::segment, h);
     if (hs != format::header_status::ok) {
+      // Never rewritten as a torn header below (nor, read-only, opened empty).
+      if (under_other_checksum(m.data(), size, zero_from)) return fail(make_error_code(errc::codec_mismatch), 0);
       // The newest segment's header may be torn if the machine crashed as the
       // segment was created; then no record in it can validate either.
       if (newest && (hs == format::header_status::bad_checksum || hs == format::header_status::bad_magic) &&
