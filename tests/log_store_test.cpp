@@ -217,6 +217,33 @@ BOOST_AUTO_TEST_CASE(create_if_missing_and_error_if_exists) {
   }
 }
 
+// create_if_missing = false: a directory that exists but holds no store is
+// not one; open creates no store in it (errc::not_found), writer or reader.
+BOOST_AUTO_TEST_CASE(without_create_if_missing_an_empty_directory_is_not_a_store) {
+  temp_dir d("create-empty");
+  cask::options o;
+  o.create_if_missing = false;
+  for (const bool read_only : {false, true}) {
+    o.read_only = read_only;
+    std::error_code ec;
+    auto db = string_store::open(d.path(), o, ec);
+    BOOST_TEST(!db.has_value(), (read_only ? "read-only: " : "writer: ") << "opened");
+    BOOST_TEST((ec == cask::errc::not_found), ec.message());
+    db.reset();
+    BOOST_TEST(segment_files(d.path()).empty());
+    try {
+      string_store::open(d.path(), o);
+      BOOST_ERROR("expected an exception");
+    } catch (const cask::error& e) {
+      BOOST_TEST((e.code() == cask::errc::not_found));
+      BOOST_TEST(e.path() == d.path());
+    }
+  }
+  { string_store::open(d.path()).put("a", "b"); }
+  o.read_only = false;
+  BOOST_TEST((string_store::open(d.path(), o).get("a") == "b"));
+}
+
 BOOST_AUTO_TEST_CASE(a_closed_store_reports_closed) {
   temp_dir d("closed");
   auto db = string_store::open(d.path());
