@@ -2933,6 +2933,12 @@ class log_store {
       detail::set_error(ec, site, make_error_code(errc::already_exists), s.dir);
       return false;
     }
+    // A directory without segments holds no store (a writer's open makes one
+    // before it returns): one is created only if asked for.
+    if (ids.empty() && unnamed.empty() && !s.opts.create_if_missing) {
+      detail::set_error(ec, site, make_error_code(errc::not_found), s.dir);
+      return false;
+    }
     if (!unnamed.empty() && !settle_unnamed(s, ids, unnamed, ec, site)) return false;
     if (rw) {
       // A hint without its segment is a leftover of a merge's removal.

@@ -152,7 +152,9 @@ struct options {
   /// of the machine (not of the process) loses at most about this much.
   std::chrono::milliseconds sync_interval{1000};
 
-  /// Create the directory and an empty store when none exists. Default true.
+  /// Create the directory and an empty store when none exists (a directory
+  /// without segment files holds none). Default true. False: such an open
+  /// fails with errc::not_found (a writer's leaves only the LOCK file).
   bool create_if_missing = true;
   /// Refuse to open a directory that already holds a store. Default false.
   bool error_if_exists = false;
