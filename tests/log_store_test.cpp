@@ -260,6 +260,25 @@ BOOST_AUTO_TEST_CASE(a_closed_store_reports_closed) {
   BOOST_TEST(*again.get("a") == "1");
 }
 
+// Like every fallible member, for_each has a std::error_code& form, which
+// reports instead of throwing (here: errc::closed; damage as get() does).
+BOOST_AUTO_TEST_CASE(for_each_reports_through_an_error_code) {
+  temp_dir d("iter-ec");
+  auto db = string_store::open(d.path());
+  db.put("a", "1");
+  db.put("b", "2");
+  std::error_code ec = cask::errc::corruption;  // cleared by a call that succeeds
+  std::size_t seen = 0;
+  db.for_each([&](const std::string&, const std::string&) { ++seen; }, ec);
+  BOOST_TEST(!ec);
+  BOOST_TEST(seen == 2u);
+  db.close();
+  seen = 0;
+  db.for_each([&](const std::string&, const std::string&) { ++seen; }, ec);
+  BOOST_TEST((ec == cask::errc::closed));
+  BOOST_TEST(seen == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(a_moved_store_keeps_working_and_the_source_is_closed) {
   temp_dir d("move");
   auto a = string_store::open(d.path());
