@@ -432,6 +432,13 @@ class log_store {
     for_each_impl(f, ec, &site);
     if (ec) throw error(ec, site.path, site.offset);
   }
+  /// As for_each(F&&), reporting failure through `ec` (the iteration stops
+  /// at the first error). Exceptions f throws propagate.
+  template <class F>
+  void for_each(F&& f, std::error_code& ec) const {
+    ec.clear();
+    for_each_impl(f, ec, nullptr);
+  }
 
   /// Figures of the keydir and the segments (a snapshot; may lag concurrent writes).
   store_stats stats() const {
