@@ -194,3 +194,25 @@ BOOST_AUTO_TEST_CASE(a_store_refuses_to_open_with_another_checksum_and_keeps_its
   refuses_other_checksum<crc32c_store, ieee_store>("sum-one-rev", std::uint64_t{1} << 20);
   refuses_other_checksum<crc32c_store, ieee_store>("sum-many-rev", 4096);
 }
+
+// The same after a crash that left the newest segment unnamed (`<id>.cask.new`,
+// options::background_seal): the open under the wrong checksum must not drop
+// it as a segment whose header never became durable before refusing the store.
+BOOST_AUTO_TEST_CASE(another_checksum_is_refused_before_an_unnamed_segment_is_dropped) {
+  cask_test::temp_dir d("sum-unnamed");
+  cask::options o;
+  o.merge.background = false;
+  o.keydir_snapshot = false;
+  for (const char* prefix : {"a", "b"}) {
+    auto db = ieee_store::open(d.path(), o);
+    for (int i = 0; i < 50; ++i) db.put(prefix + std::to_string(i), "v");
+  }
+  // As a crash leaves it after the seal of segment 1, before segment 2 got its name.
+  cask_test::remove_index_files(d.path());
+  std::filesystem::rename(d / "0000000002.cask", d / "0000000002.cask.new");
+  std::error_code ec;
+  BOOST_TEST(!crc32c_store::open(d.path(), o, ec).has_value());
+  BOOST_TEST((ec == cask::errc::codec_mismatch), ec.message());
+  BOOST_TEST(std::filesystem::exists(d / "0000000002.cask.new"));
+  BOOST_TEST(ieee_store::open(d.path(), o).size() == 100u);
+}
