@@ -2795,6 +2795,19 @@ class log_store {
     return r.valid_end == size;
   }
 
+  /// Whether the segment file at `path` was written under another checksum
+  /// policy (under_other_checksum()). Read errors are returned.
+  static bool written_under_other_checksum(state& s, const std::filesystem::path& path, std::error_code& e) {
+    auto f = s.io.open(path, open_mode::read, e);
+    const std::uint64_t size = e ? 0 : f.size(e);
+    if (e || size < format::file_header_size || size > SIZE_MAX) return false;
+    auto m = s.io.map(f, static_cast<std::size_t>(size), false, e);
+    if (e) return false;
+    std::uint64_t zero_from = size;  // (a preallocated segment: see prepare())
+    if constexpr (requires(const typename io_type::file& x) { x.data_end(std::uint64_t{}); }) zero_from = f.data_end(size);
+    return under_other_checksum(m.data(), size, zero_from);
+  }
+
   /// Settles segments the writer started under a temporary name
   /// (`<id>.cask.new`, options::background_seal) while it sealed the one
   /// before in the background: the writer names one only once its
@@ -2835,6 +2848,10 @@ class log_store {
         // (A read-only open that races the writer's rename gets ENOENT, and lists again.)
         std::error_code e;
         const auto own = read_segment_header(s, from, e);
+        // One written under another checksum policy (as the whole store then
+        // is: prepare() refuses it) is refused before anything is dropped.
+        if (!e && !own && written_under_other_checksum(s, from, e))
+          return detail::set_error(ec, site, make_error_code(errc::codec_mismatch), from, 0), false;
         if (e) return detail::set_error(ec, site, e, from, 0), false;
         keep = own && own->segment_id == id && (own->flags & format::merge_output) == 0 &&
                ends_at_its_data(s, s.dir / segment_type::file_name(*newest), e);
