@@ -148,6 +148,10 @@ struct ieee_traits : cask::default_traits {
 };
 using ieee_store = cask::log_store<std::string, std::string, cask::default_hasher, cask::basic_codec, ieee_traits>;
 using crc32c_store = cask::log_store<std::string, std::string>;
+// basic_codec under another name: the same bytes, another codec id.
+struct other_name_codec : cask::basic_codec {
+  static constexpr std::string_view name = "test.other/1";
+};
 
 // Each policy also sums the file headers, so a reader cannot verify a header
 // written under another one: it must refuse the store (codec_mismatch, naming
@@ -215,4 +219,34 @@ BOOST_AUTO_TEST_CASE(another_checksum_is_refused_before_an_unnamed_segment_is_dr
   BOOST_TEST((ec == cask::errc::codec_mismatch), ec.message());
   BOOST_TEST(std::filesystem::exists(d / "0000000002.cask.new"));
   BOOST_TEST(ieee_store::open(d.path(), o).size() == 100u);
+}
+
+// A merge manifest left by a crash is read before any segment: one written
+// under another codec or checksum is the store's, not damage. The open must
+// report codec_mismatch (not corruption) and, under corruption_policy::skip,
+// not discard it as damaged.
+template <class Writer, class Checksum>
+void manifest_of_another_store(const std::string& tag) {
+  cask_test::temp_dir d(tag);
+  { Writer::open(d.path()).put("k", "v"); }
+  cask::merge_manifest m;
+  m.inputs = {1};
+  m.outputs = {7};  // not there: an uncommitted merge
+  const auto bytes = m.encode<Checksum>(cask::format::codec_id<Checksum>(std::string_view(Writer::codec::name)));
+  const auto path = d / cask::merge_manifest::file_name(7);
+  cask_test::write_file(path, {reinterpret_cast<const char*>(bytes.data()), reinterpret_cast<const char*>(bytes.data()) + bytes.size()});
+  for (const auto policy : {cask::corruption_policy::fail, cask::corruption_policy::skip}) {
+    cask::options o;
+    o.on_corruption = policy;
+    std::error_code ec;
+    BOOST_TEST(!crc32c_store::open(d.path(), o, ec).has_value());
+    BOOST_TEST((ec == cask::errc::codec_mismatch), tag << ": " << ec.message());
+    BOOST_TEST(std::filesystem::exists(path), tag << ": manifest removed");
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_merge_manifest_of_another_codec_or_checksum_is_a_codec_mismatch) {
+  manifest_of_another_store<ieee_store, crc32_ieee>("manifest-sum");
+  manifest_of_another_store<cask::log_store<std::string, std::string, cask::default_hasher, other_name_codec>, cask::crc32c>(
+      "manifest-codec");
 }
