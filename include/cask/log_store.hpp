@@ -2182,6 +2182,22 @@ class log_store {
         continue;  // gone since the listing (a read-only open racing the writer)
       }
       if (!m.template decode<checksum_type>(bytes, s.codec_id)) {
+        // One of another codec or checksum is the store's, not damage: the
+        // store is refused, as its segments are, and nothing is removed. A
+        // header that fails its checksum and claims another checksum id
+        // cannot be told from one damaged there, but the segments can: one
+        // written under another checksum (under_other_checksum()) decides.
+        format::file_header h;
+        const auto hs = format::decode_file_header<checksum_type>(bytes, format::file_kind::merge_manifest, h);
+        bool other = hs == format::header_status::ok && (h.codec_id != s.codec_id || h.checksum_id != checksum_type::id);
+        if (hs == format::header_status::bad_checksum && format::claimed_checksum_id(bytes) != checksum_type::id)
+          for (const auto& sn : names) {
+            if (!segment_type::parse_file_name(sn)) continue;
+            other = written_under_other_checksum(s, s.dir / sn, e);
+            if (e) return fail(e, s.dir / sn);
+            if (other) break;
+          }
+        if (other) return fail(make_error_code(errc::codec_mismatch), path, 0);
         // Manifests are written whole and synced before their rename: a
         // manifest that does not decode is damage, and whether its merge
         // committed is unknown.
