@@ -525,6 +525,34 @@ BOOST_AUTO_TEST_CASE(failures_of_background_hint_writes_and_merges_lose_nothing)
   }
 }
 
+// A flush that fails in sync_interval's background thread has no caller to
+// report it to: a later write fails with store_failed, but with none,
+// close(), which promises to make the writes durable, must report it too
+// rather than succeed (it still closes the store).
+BOOST_AUTO_TEST_CASE(close_reports_a_failed_background_flush) {
+  scratch_dir d("bg-flush");
+  const auto dir = d / "s";
+  {
+    faulty_io io;
+    cask::options o = small();
+    o.sync_interval = std::chrono::milliseconds(1);
+    auto db = fstore<cask::sync_interval>::open(dir, o, io);
+    io.plan().crash = false;
+    io.plan().calls = call_flush;  // the flusher's msync of the active segment
+    io.plan().fail_at = 0;
+    io.plan().armed = true;
+    db.put("a", "1");
+    while (io.plan().failures.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    io.plan().armed = false;
+    std::error_code ec;
+    db.close(ec);
+    BOOST_TEST((ec == cask::errc::store_failed), ec.message());
+    BOOST_TEST(!db.is_open());
+  }
+  auto db = string_store::open(dir, small());
+  BOOST_TEST((db.get("a") == std::optional<std::string>("1")));  // (the page cache still held it)
+}
+
 // ---- reproducers of the engine bugs this suite found (disabled until fixed) ----
 
 namespace {
