@@ -220,7 +220,10 @@ class log_store {
 
   /// Seals the active segment (making it durable), stops the background
   /// flush and releases the directory lock. value_refs stay valid. Further
-  /// calls fail with errc::closed. Idempotent.
+  /// calls fail with errc::closed. Idempotent. A store that failed
+  /// (errc::store_failed: a flush, a seal or a merge failed, perhaps in a
+  /// background thread) is closed all the same, and close() reports
+  /// store_failed: writes since the last successful sync() may not be durable.
   void close() {
     std::error_code ec;
     detail::error_site site;
@@ -1354,6 +1357,10 @@ class log_store {
       std::lock_guard lk(s->write_mu);
       if (!wait_sealed(*s, s->seals_started, ec, site)) return;  // (failed: nothing more is written)
       bool sealed = !s->failed.load();
+      // A failed store (a flush, seal or merge failed, perhaps in a
+      // background thread, which has no caller to tell) makes nothing
+      // durable now: say so, since closing promises it.
+      if (!sealed) detail::set_error(ec, site, make_error_code(errc::store_failed), s->dir);
       if (sealed && s->active) {
         const std::uint32_t id = s->active->id();
         const bool had_records = s->tail > format::file_header_size;
