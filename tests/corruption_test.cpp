@@ -801,3 +801,31 @@ BOOST_AUTO_TEST_CASE(the_sequence_number_never_wraps) {
     BOOST_TEST_MESSAGE("refused: " << e.what());  // refusing such a store is a fix too
   }
 }
+
+// A record whose header is malformed (here: a value length over the format's
+// limit) in a segment indexed from its hint is the same damage to get(),
+// merge() and for_each(): errc::corruption at the record, not a checksum
+// mismatch in one of them.
+BOOST_AUTO_TEST_CASE(a_malformed_record_header_is_corruption_to_every_reader) {
+  work_dir w("malformed");
+  const auto dir = w / "s";
+  { string_store::open(dir, base_options()).put("k1", "good"); }
+  { string_store::open(dir, base_options()).put("q", "2"); }
+  auto b = read_file(dir / "0000000001.cask");
+  b[fmt::file_header_size + fmt::value_len_offset + 3] ^= 0x40;  // value length + 2^30: past max_value_len
+  write_file(dir / "0000000001.cask", b);
+  auto db = string_store::open(dir, base_options());
+  auto check = [&](const char* what, auto&& call) {
+    try {
+      call();
+      BOOST_ERROR(what << ": no error");
+    } catch (const cask::error& e) {
+      BOOST_TEST((e.code() == cask::errc::corruption), what << ": " << e.what());
+      BOOST_TEST(e.path() == dir / "0000000001.cask");
+      BOOST_TEST(e.offset() == fmt::file_header_size);
+    }
+  };
+  check("get", [&] { db.get("k1"); });
+  check("for_each", [&] { db.for_each([](const std::string&, const std::string&) {}); });
+  check("merge", [&] { db.merge(cask::merge_scope::all); });
+}
