@@ -783,10 +783,14 @@ class log_store {
       for (const location& l : locs) {
         const segment_type* seg = pin->find(l.segment);
         format::record_view rv;
-        if (!seg || l.offset >= seg->capacity() ||
-            format::parse_record<checksum_type>(seg->data() + l.offset, seg->capacity() - l.offset, rv) !=
-                format::record_status::ok) {
-          detail::set_error(ec, site, make_error_code(errc::checksum_mismatch),
+        const auto st = !seg || l.offset >= seg->capacity()
+                            ? format::record_status::truncated
+                            : format::parse_record<checksum_type>(seg->data() + l.offset, seg->capacity() - l.offset, rv);
+        if (st != format::record_status::ok) {
+          // As lookup() and the merger say it: a malformed record is corruption.
+          detail::set_error(ec, site,
+                            make_error_code(st == format::record_status::bad_checksum ? errc::checksum_mismatch
+                                                                                      : errc::corruption),
                             seg ? seg->path() : std::filesystem::path{}, l.offset);
           return;
         }
