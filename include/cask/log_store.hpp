@@ -2812,27 +2812,38 @@ class log_store {
   /// the very end of the file: a segment sealed in the background that
   /// became durable (it was cut to its data before its flush began).
   static bool ends_at_its_data(state& s, const std::filesystem::path& path, std::error_code& e) {
+    const auto w = map_to_read(s, path, e);
+    if (!w) return false;
+    const scan_result r = scan_records<checksum_type>(w->m.data(), w->size, format::file_header_size,
+                                                      [](const format::record_view&, std::uint64_t) {});
+    return r.valid_end == w->size;
+  }
+
+  /// A whole segment file mapped to be read, for the checks above and below.
+  struct mapped_whole {
+    typename io_type::file f;     ///< the file
+    typename io_type::mapping m;  ///< all of it
+    std::uint64_t size;           ///< its size
+  };
+  /// The file at `path` mapped whole; nothing if it is shorter than a file
+  /// header, or if it cannot be read (`e` says why).
+  static std::optional<mapped_whole> map_to_read(state& s, const std::filesystem::path& path, std::error_code& e) {
     auto f = s.io.open(path, open_mode::read, e);
     const std::uint64_t size = e ? 0 : f.size(e);
-    if (e || size < format::file_header_size || size > SIZE_MAX) return false;
+    if (e || size < format::file_header_size || size > SIZE_MAX) return std::nullopt;
     auto m = s.io.map(f, static_cast<std::size_t>(size), false, e);
-    if (e) return false;
-    const scan_result r =
-        scan_records<checksum_type>(m.data(), size, format::file_header_size, [](const format::record_view&, std::uint64_t) {});
-    return r.valid_end == size;
+    if (e) return std::nullopt;
+    return mapped_whole{std::move(f), std::move(m), size};
   }
 
   /// Whether the segment file at `path` was written under another checksum
   /// policy (under_other_checksum()). Read errors are returned.
   static bool written_under_other_checksum(state& s, const std::filesystem::path& path, std::error_code& e) {
-    auto f = s.io.open(path, open_mode::read, e);
-    const std::uint64_t size = e ? 0 : f.size(e);
-    if (e || size < format::file_header_size || size > SIZE_MAX) return false;
-    auto m = s.io.map(f, static_cast<std::size_t>(size), false, e);
-    if (e) return false;
-    std::uint64_t zero_from = size;  // (a preallocated segment: see prepare())
-    if constexpr (requires(const typename io_type::file& x) { x.data_end(std::uint64_t{}); }) zero_from = f.data_end(size);
-    return under_other_checksum(m.data(), size, zero_from);
+    const auto w = map_to_read(s, path, e);
+    if (!w) return false;
+    std::uint64_t zero_from = w->size;  // (a preallocated segment: see prepare())
+    if constexpr (requires(const typename io_type::file& x) { x.data_end(std::uint64_t{}); }) zero_from = w->f.data_end(w->size);
+    return under_other_checksum(w->m.data(), w->size, zero_from);
   }
 
   /// Settles segments the writer started under a temporary name
