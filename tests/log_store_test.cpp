@@ -244,6 +244,30 @@ BOOST_AUTO_TEST_CASE(without_create_if_missing_an_empty_directory_is_not_a_store
   BOOST_TEST((string_store::open(d.path(), o).get("a") == "b"));
 }
 
+// An open that error_if_exists or create_if_missing = false refuses changes
+// nothing in the directory: not even the leftovers (temporary files) a
+// writer's recovery would remove.
+BOOST_AUTO_TEST_CASE(a_refused_open_leaves_the_directory_as_it_was) {
+  temp_dir d("refused");
+  const auto leftover = d / "s" / "0000000001.hint.tmp";
+  { string_store::open(d / "s").put("a", "b"); }
+  write_file(leftover, {'x'});
+  cask::options o;
+  o.error_if_exists = true;
+  std::error_code ec;
+  BOOST_TEST(!string_store::open(d / "s", o, ec).has_value());
+  BOOST_TEST((ec == cask::errc::already_exists));
+  BOOST_TEST(std::filesystem::exists(leftover));
+
+  std::filesystem::create_directories(d / "e");
+  write_file(d / "e" / "KEYDIR.tmp", {'x'});
+  o = {};
+  o.create_if_missing = false;
+  BOOST_TEST(!string_store::open(d / "e", o, ec).has_value());
+  BOOST_TEST((ec == cask::errc::not_found));
+  BOOST_TEST(std::filesystem::exists(d / "e" / "KEYDIR.tmp"));
+}
+
 BOOST_AUTO_TEST_CASE(a_closed_store_reports_closed) {
   temp_dir d("closed");
   auto db = string_store::open(d.path());

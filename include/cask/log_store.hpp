@@ -2968,6 +2968,19 @@ class log_store {
     std::error_code le;
     auto names = list_store(s, le);
     if (le) return detail::set_error(ec, site, le, s.dir), false;
+    // Whether a store is here, from this first listing: an open refused for
+    // it changes nothing (no merge finished, no leftover removed). A
+    // directory without segment files holds none (a writer's open makes one
+    // before it returns), and one is created only if asked for.
+    const bool has_store = std::any_of(names.begin(), names.end(), [](const std::string& n) {
+      const std::string_view v = n;
+      return segment_type::parse_file_name(v) ||
+             (v.ends_with(".new") && segment_type::parse_file_name(v.substr(0, v.size() - 4)));
+    });
+    if (has_store && s.opts.error_if_exists)
+      return detail::set_error(ec, site, make_error_code(errc::already_exists), s.dir), false;
+    if (!has_store && !s.opts.create_if_missing)
+      return detail::set_error(ec, site, make_error_code(errc::not_found), s.dir), false;
     std::vector<std::uint32_t> skip;
     if (!settle_merges(s, names, skip, ec, site)) return false;
     if (rw) names = s.io.list(s.dir, le);
@@ -2991,16 +3004,6 @@ class log_store {
       }
     }
     std::sort(ids.begin(), ids.end());
-    if (!(ids.empty() && unnamed.empty()) && s.opts.error_if_exists) {
-      detail::set_error(ec, site, make_error_code(errc::already_exists), s.dir);
-      return false;
-    }
-    // A directory without segments holds no store (a writer's open makes one
-    // before it returns): one is created only if asked for.
-    if (ids.empty() && unnamed.empty() && !s.opts.create_if_missing) {
-      detail::set_error(ec, site, make_error_code(errc::not_found), s.dir);
-      return false;
-    }
     if (!unnamed.empty() && !settle_unnamed(s, ids, unnamed, ec, site)) return false;
     if (rw) {
       // A hint without its segment is a leftover of a merge's removal.

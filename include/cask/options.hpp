@@ -156,7 +156,9 @@ struct options {
   /// without segment files holds none). Default true. False: such an open
   /// fails with errc::not_found (a writer's leaves only the LOCK file).
   bool create_if_missing = true;
-  /// Refuse to open a directory that already holds a store. Default false.
+  /// Refuse to open a directory that already holds a store
+  /// (errc::already_exists). Default false. A refused open, for this or for
+  /// create_if_missing, changes nothing in the directory.
   bool error_if_exists = false;
   /// Open without the writer lock: reads only, a snapshot of the store as it
   /// was at open; works while another process writes. Default false.
