@@ -980,6 +980,15 @@ class log_store {
   /// Where the active segment of final path `path` lives until its
   /// predecessor's seal is durable (options::background_seal).
   static std::filesystem::path unnamed_path(const std::filesystem::path& path) { return path.string() + ".new"; }
+  /// The segment id of an unnamed segment's file name (`<id>.cask.new`), if it is one.
+  static std::optional<std::uint32_t> parse_unnamed_name(std::string_view name) {
+    if (!name.ends_with(".new")) return std::nullopt;
+    return segment_type::parse_file_name(name.substr(0, name.size() - 4));
+  }
+  /// Whether `name` is a segment file's, named (`<id>.cask`) or not yet.
+  static bool is_segment_file(std::string_view name) {
+    return segment_type::parse_file_name(name) || parse_unnamed_name(name);
+  }
 
   static void install_active(state& s, std::shared_ptr<segment_type> seg) {
     s.active = seg;
@@ -2945,7 +2954,7 @@ class log_store {
     auto names = s.io.list(s.dir, e);
     if (!s.opts.read_only) return names;
     auto segment_files = [](std::vector<std::string> v) {
-      std::erase_if(v, [](const std::string& n) { return !n.ends_with(".cask") && !n.ends_with(".cask.new"); });
+      std::erase_if(v, [](const std::string& n) { return !is_segment_file(n); });
       std::sort(v.begin(), v.end());
       return v;
     };
@@ -2972,11 +2981,7 @@ class log_store {
     // it changes nothing (no merge finished, no leftover removed). A
     // directory without segment files holds none (a writer's open makes one
     // before it returns), and one is created only if asked for.
-    const bool has_store = std::any_of(names.begin(), names.end(), [](const std::string& n) {
-      const std::string_view v = n;
-      return segment_type::parse_file_name(v) ||
-             (v.ends_with(".new") && segment_type::parse_file_name(v.substr(0, v.size() - 4)));
-    });
+    const bool has_store = std::any_of(names.begin(), names.end(), [](const std::string& n) { return is_segment_file(n); });
     if (has_store && s.opts.error_if_exists)
       return detail::set_error(ec, site, make_error_code(errc::already_exists), s.dir), false;
     if (!has_store && !s.opts.create_if_missing)
@@ -2991,8 +2996,7 @@ class log_store {
     for (const auto& n : names) {
       if (auto id = segment_type::parse_file_name(n)) {
         if (std::find(skip.begin(), skip.end(), *id) == skip.end()) ids.push_back(*id);
-      } else if (auto uid = n.ends_with(".new") ? segment_type::parse_file_name(std::string_view(n).substr(0, n.size() - 4))
-                                                : std::nullopt) {
+      } else if (auto uid = parse_unnamed_name(n)) {
         unnamed.push_back(*uid);
       } else if (rw && n.size() > 4 && n.ends_with(".tmp")) {
         std::error_code ignored;
